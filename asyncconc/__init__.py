@@ -1,0 +1,74 @@
+"""asyncconc: an asyncio-first, event-driven concurrency toolkit.
+
+The classic lessons on processes and threads, rebuilt on one event-loop
+core: concurrent downloads, a lock-guarded account, ping/pong through
+queues and a process pool with one event loop per core.
+"""
+
+from asyncconc._errors import (
+    AccountError,
+    AsyncConcError,
+    ClosedError,
+    DownloadError,
+    FetchError,
+    HTTPStatusError,
+    InsufficientFundsError,
+    IntegrityError,
+    InvalidAmountError,
+    InvalidURLError,
+    PicklingError,
+    PoolClosedError,
+    PoolError,
+    RedirectError,
+    TaskTimeoutError,
+    UsageError,
+    WorkerCrashedError,
+    WriteError,
+)
+from asyncconc._runner import run
+from asyncconc.downloader import (
+    DownloadEvent,
+    DownloadFinished,
+    DownloadProgress,
+    Downloader,
+    DownloaderOptions,
+    DownloadRequest,
+    DownloadResult,
+    DownloadStarted,
+    download,
+    parse_url_list,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccountError",
+    "AsyncConcError",
+    "ClosedError",
+    "DownloadError",
+    "DownloadEvent",
+    "DownloadFinished",
+    "DownloadProgress",
+    "DownloadRequest",
+    "DownloadResult",
+    "DownloadStarted",
+    "Downloader",
+    "DownloaderOptions",
+    "FetchError",
+    "HTTPStatusError",
+    "InsufficientFundsError",
+    "IntegrityError",
+    "InvalidAmountError",
+    "InvalidURLError",
+    "PicklingError",
+    "PoolClosedError",
+    "PoolError",
+    "RedirectError",
+    "TaskTimeoutError",
+    "UsageError",
+    "WorkerCrashedError",
+    "WriteError",
+    "download",
+    "parse_url_list",
+    "run",
+]

@@ -1,0 +1,412 @@
+"""One URL, start to finish: name, skip, resume, retry, redirect, verify.
+
+This is the only module that talks to aiohttp; its errors are translated
+here (``raise FetchError(...) from exc``). Per-URL failures come back as a
+failed :class:`DownloadResult`; cancellation propagates, keeping ``.part``.
+
+Retry classes: 5xx, 408, 429, connection errors, timeouts and bodies that end
+early are transient (retried with exponential backoff and jitter, honouring
+``Retry-After`` up to a bound); a retry after a partial body resumes with
+``Range``. Any other 4xx fails at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from asyncconc._errors import DownloadError, FetchError, HTTPStatusError, RedirectError
+from asyncconc.downloader._models import (
+    DownloadEvent,
+    DownloadFinished,
+    DownloadProgress,
+    DownloadRequest,
+    DownloadResult,
+    DownloadStarted,
+    Status,
+    url_problem,
+)
+from asyncconc.downloader._naming import NameAllocator, choose_name
+from asyncconc.downloader._writing import PartFile, read_resume_info
+
+__all__ = ["FetchContext", "RetryPolicy", "fetch"]
+
+MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_TRANSIENT_STATUSES = frozenset({408, 429})
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
+# Credentials are for the host the user named, not for wherever it redirects.
+_ORIGIN_BOUND_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently transient failures are retried.
+
+    The n-th retry waits ``min(backoff_max, backoff * 2**(n-1))`` scaled by a
+    random factor in [0.5, 1] ("equal jitter": retries of many URLs that
+    failed together spread out, yet never wait less than half the step). A
+    server's ``Retry-After`` raises the wait, capped at ``retry_after_max``.
+    """
+
+    retries: int = 3
+    backoff: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 60.0
+
+    def delay(self, retry: int, retry_after: float | None = None) -> float:
+        step = min(self.backoff_max, self.backoff * 2 ** (retry - 1))
+        wait = step * (0.5 + random.random() / 2)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.retry_after_max))
+        return wait
+
+
+@dataclass(slots=True)
+class FetchContext:
+    """What every URL of one run shares."""
+
+    session: aiohttp.ClientSession
+    dest: Path
+    names: NameAllocator
+    policy: RetryPolicy
+    timeout: aiohttp.ClientTimeout
+    headers: Mapping[str, str]
+    overwrite: bool
+    resume: bool
+    per_host: int | None
+    emit: Callable[[DownloadEvent], None]
+    name_limit: int = 255
+    _host_slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+
+    def host_slot(self, url: str) -> asyncio.Semaphore | None:
+        if self.per_host is None:
+            return None
+        host = (urlsplit(url).hostname or "").lower()
+        slot = self._host_slots.get(host)
+        if slot is None:
+            slot = self._host_slots[host] = asyncio.Semaphore(self.per_host)
+        return slot
+
+
+async def fetch(ctx: FetchContext, request: DownloadRequest) -> DownloadResult:
+    """Download ``request`` into ``ctx.dest``; never raises for a per-URL failure."""
+    job = _Job(ctx, request)
+    try:
+        result = await job.run()
+    except DownloadError as exc:
+        result = job.result("failed", error=str(exc))
+    ctx.emit(DownloadFinished(result))
+    return result
+
+
+class _Transient(Exception):
+    """A failure worth retrying."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _Reissue(Exception):
+    """Ask again at once (the name became known); not counted as an attempt."""
+
+
+class _Job:
+    def __init__(self, ctx: FetchContext, request: DownloadRequest) -> None:
+        self.ctx = ctx
+        self.request = request
+        self.started = time.monotonic()
+        self.attempts = 0
+        self.rel: PurePosixPath | None = None
+        self.name_fixed = request.name is not None
+        self.note: str | None = None
+        self.size = 0
+
+    def result(self, status: Status, *, error: str | None = None, sha256: str | None = None) -> DownloadResult:
+        return DownloadResult(
+            url=self.request.url,
+            path=self.rel.as_posix() if self.rel is not None else None,
+            status=status,
+            bytes=self.size,
+            sha256=sha256,
+            attempts=self.attempts,
+            error=error,
+            seconds=round(time.monotonic() - self.started, 6),
+            line=self.request.line,
+            note=self.note,
+        )
+
+    def _claim(self, wanted: PurePosixPath) -> None:
+        if self.rel is not None:
+            self.ctx.names.release(self.rel)
+            self.note = None
+        self.rel = self.ctx.names.claim(wanted)
+        if self.rel != wanted:
+            self.note = (
+                f"name collision: {wanted.as_posix()!r} is taken by another line, "
+                f"stored as {self.rel.as_posix()!r}"
+            )
+
+    @property
+    def target(self) -> Path:
+        assert self.rel is not None
+        return self.ctx.dest / self.rel
+
+    async def run(self) -> DownloadResult:
+        request = self.request
+        if request.problem is not None:
+            return self.result("failed", error=request.problem)
+        wanted = request.name or PurePosixPath(
+            choose_name(request.url, None, limit=self.ctx.name_limit)
+        )
+        self._claim(wanted)
+        if skipped := self._skip_if_complete():
+            return skipped
+        reissues = 0
+        while True:
+            self.attempts += 1
+            try:
+                return await self._attempt()
+            except _Reissue:
+                self.attempts -= 1
+                reissues += 1
+                if reissues > 3:
+                    raise FetchError("the server's answers keep changing", url=request.url) from None
+            except _Transient as exc:
+                if self.attempts > self.ctx.policy.retries:
+                    tries = f"{self.attempts} attempt{'s' if self.attempts > 1 else ''}"
+                    raise FetchError(f"{exc} (gave up after {tries})", url=request.url) from None
+                await asyncio.sleep(self.ctx.policy.delay(self.attempts, exc.retry_after))
+
+    def _skip_if_complete(self) -> DownloadResult | None:
+        if not self.name_fixed or self.ctx.overwrite:
+            return None
+        try:
+            stat = self.target.lstat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise DownloadError(f"cannot inspect {self.target}: {exc.strerror}", url=self.request.url) from exc
+        if not os.path.isfile(self.target):
+            raise DownloadError(f"{self.rel} exists and is not a regular file", url=self.request.url)
+        self.size = stat.st_size
+        return self.result("skipped")
+
+    def _check_inside(self) -> None:
+        # Names are sanitised, so only a symlink inside dest can lead out.
+        root = os.path.realpath(self.ctx.dest)
+        parent = os.path.realpath(self.target.parent)
+        if os.path.commonpath([root, parent]) != root:
+            raise DownloadError(
+                f"{self.rel} would be written outside the output folder (through a symlink)",
+                url=self.request.url,
+            )
+
+    async def _attempt(self) -> DownloadResult:
+        if skipped := self._skip_if_complete():
+            return skipped
+        self._check_inside()
+        headers = CIMultiDict(self.ctx.headers)
+        headers.setdefault("Accept-Encoding", "identity")
+        offset = 0
+        info = read_resume_info(self.target) if self.ctx.resume else None
+        if info is not None and info.size > 0 and info.url in (None, self.request.url):
+            offset = info.size
+            headers["Range"] = f"bytes={offset}-"
+            if info.validator:
+                headers["If-Range"] = info.validator
+        slot = self.ctx.host_slot(self.request.url)
+        if slot is not None:
+            async with slot:
+                return await self._exchange(headers, offset)
+        return await self._exchange(headers, offset)
+
+    async def _exchange(self, headers: CIMultiDict[str], offset: int) -> DownloadResult:
+        response = await self._open(headers)
+        try:
+            return await self._receive(response, offset)
+        finally:
+            response.release()
+
+    async def _open(self, headers: CIMultiDict[str]) -> aiohttp.ClientResponse:
+        """GET, following up to 10 redirects by hand (to name loops clearly)."""
+        url = self.request.url
+        origin = urlsplit(url)[:2]
+        seen = {url}
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                response = await self.ctx.session.get(
+                    url,
+                    headers=headers,
+                    allow_redirects=False,
+                    auto_decompress=False,
+                    timeout=self.ctx.timeout,
+                )
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+                raise _Transient(_describe(exc)) from exc
+            except (aiohttp.ClientError, ValueError) as exc:
+                raise FetchError(_describe(exc), url=self.request.url) from exc
+            if response.status not in _REDIRECTS:
+                return response
+            location = response.headers.get("Location")
+            response.release()
+            if not location:
+                raise RedirectError(f"HTTP {response.status} redirect without a Location", url=self.request.url)
+            url = urljoin(url, location)
+            if problem := url_problem(url):
+                raise RedirectError(f"redirected to {url!r}: {problem}", url=self.request.url)
+            if url in seen:
+                raise RedirectError(f"redirect loop at {url}", url=self.request.url)
+            seen.add(url)
+            if urlsplit(url)[:2] != origin:
+                for name in _ORIGIN_BOUND_HEADERS:
+                    headers.popall(name, None)
+        raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=self.request.url)
+
+    async def _receive(self, response: aiohttp.ClientResponse, offset: int) -> DownloadResult:
+        status = response.status
+        url = self.request.url
+        if status == 416 and offset > 0:
+            return await self._on_416(response, offset)
+        if status >= 500 or status in _TRANSIENT_STATUSES:
+            raise _Transient(f"HTTP {status} {response.reason or ''}".strip(), _retry_after(response.headers))
+        if not 200 <= status < 300:
+            raise HTTPStatusError(f"HTTP {status} {response.reason or ''}".strip(), url=url, status=status)
+
+        if not self.name_fixed:
+            self.name_fixed = True
+            wanted = PurePosixPath(
+                choose_name(url, response.headers.get("Content-Disposition"), limit=self.ctx.name_limit)
+            )
+            assert self.rel is not None
+            if wanted.name != self.rel.name:
+                self._claim(wanted)
+                if offset > 0 or (self.ctx.resume and read_resume_info(self.target)):
+                    raise _Reissue  # the Range we sent was for another name
+            if skipped := self._skip_if_complete():
+                return skipped
+            self._check_inside()
+
+        if status == 206:
+            first, total = _content_range(response.headers.get("Content-Range"))
+            if first != offset:
+                # Never stitch bytes from the wrong place: start afresh.
+                self._discard_part()
+                raise _Transient(f"server sent bytes from {first} when {offset} was asked for")
+            expected = total
+        else:
+            offset = 0  # 200 to a Range (or If-Range mismatch): start again
+            expected = response.content_length
+        return await self._save(response, offset, expected)
+
+    async def _save(
+        self, response: aiohttp.ClientResponse, offset: int, expected: int | None
+    ) -> DownloadResult:
+        headers = response.headers
+        part = PartFile(
+            self.target,
+            url=self.request.url,
+            etag=headers.get("ETag"),
+            last_modified=headers.get("Last-Modified"),
+            remember=self.ctx.resume,
+        )
+        try:
+            await part.start(offset)
+        except DownloadError as exc:
+            raise DownloadError(str(exc), url=self.request.url) from exc
+        assert self.rel is not None
+        emit = self.ctx.emit
+        url = self.request.url
+        emit(DownloadStarted(url, self.rel.as_posix(), expected, offset))
+        done = False
+        try:
+            try:
+                async for chunk in response.content.iter_any():
+                    await part.write(chunk)
+                    emit(DownloadProgress(url, len(chunk)))
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+                raise _Transient(_describe(exc)) from exc
+            self.size = part.size
+            if expected is not None and part.size < expected:
+                raise _Transient(f"body ended early: {part.size} of {expected} bytes")
+            try:
+                digest = await part.commit(expected_size=expected, expected_sha256=self.request.sha256)
+            except DownloadError as exc:
+                raise type(exc)(str(exc), url=url) from exc
+            done = True
+        finally:
+            self.size = part.size
+            if not done:
+                part.keep()
+        return self.result("ok", sha256=digest)
+
+    async def _on_416(self, response: aiohttp.ClientResponse, offset: int) -> DownloadResult:
+        _, total = _content_range(response.headers.get("Content-Range"))
+        if total == offset:
+            # The .part is already whole (e.g. Ctrl-C between the last byte
+            # and the rename): verify and commit it without new data.
+            info = read_resume_info(self.target)
+            part = PartFile(
+                self.target,
+                url=self.request.url,
+                etag=info.etag if info else None,
+                last_modified=info.last_modified if info else None,
+            )
+            try:
+                await part.start(offset)
+                digest = await part.commit(expected_size=total, expected_sha256=self.request.sha256)
+            except DownloadError as exc:
+                part.discard()
+                raise type(exc)(str(exc), url=self.request.url) from exc
+            self.size = offset
+            return self.result("ok", sha256=digest)
+        self._discard_part()
+        raise _Reissue
+
+    def _discard_part(self) -> None:
+        PartFile(self.target, url=self.request.url, etag=None, last_modified=None).discard()
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total length) of a Content-Range; ``None`` where absent."""
+    match = _CONTENT_RANGE.match(value or "")
+    if not match:
+        return None, None
+    first = int(match.group(1)) if match.group(1) is not None else None
+    total = int(match.group(3)) if match.group(3) != "*" else None
+    return first, total
+
+
+def _retry_after(headers: CIMultiDictProxy[str]) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out (no data within the timeout)"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"body ended early ({exc})"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text

@@ -1,0 +1,169 @@
+"""Values that go in and out of the downloader: requests, results, events."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import PurePosixPath
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from asyncconc.downloader._naming import safe_relpath
+
+__all__ = [
+    "DownloadEvent",
+    "DownloadFinished",
+    "DownloadProgress",
+    "DownloadRequest",
+    "DownloadResult",
+    "DownloadStarted",
+    "Status",
+    "parse_url_list",
+]
+
+Status = Literal["ok", "skipped", "failed"]
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadRequest:
+    """One URL to fetch, with an optional name and sha256 to verify.
+
+    ``problem`` is set when the request cannot be attempted (bad scheme, a
+    name that would leave the folder, ...); the downloader then reports it as
+    failed without touching the network. Build requests with
+    :meth:`from_line` or :meth:`from_url` to get that validation.
+    """
+
+    url: str
+    name: PurePosixPath | None = None
+    sha256: str | None = None
+    line: int | None = None
+    problem: str | None = None
+
+    @classmethod
+    def from_url(
+        cls, url: str, name: str | None = None, sha256: str | None = None, *, line: int | None = None
+    ) -> DownloadRequest:
+        problem = url_problem(url)
+        relpath: PurePosixPath | None = None
+        if problem is None and name is not None:
+            relpath = safe_relpath(name)
+            if relpath is None:
+                problem = f"name {name!r} is not a relative path inside the output folder"
+        if problem is None and sha256 is not None and not _SHA256.match(sha256):
+            problem = f"sha256 {sha256!r} is not 64 hex digits"
+        where = f"line {line}: " if line is not None else ""
+        return cls(
+            url=url,
+            name=relpath,
+            sha256=sha256.lower() if sha256 and problem is None else None,
+            line=line,
+            problem=f"{where}{problem}" if problem else None,
+        )
+
+    @classmethod
+    def from_line(cls, text: str, line: int) -> DownloadRequest | None:
+        """Parse ``URL [NAME] [sha256=HEX]``; ``None`` for blanks and comments."""
+        fields = text.split()
+        if not fields or fields[0].startswith("#"):
+            return None
+        url, rest = fields[0], fields[1:]
+        name: str | None = None
+        sha256: str | None = None
+        for field in rest:
+            if field.lower().startswith("sha256="):
+                if sha256 is not None:
+                    return cls(url, line=line, problem=f"line {line}: sha256 given twice")
+                sha256 = field.split("=", 1)[1]
+            elif name is None:
+                name = field
+            else:
+                return cls(
+                    url, line=line, problem=f"line {line}: unexpected extra field {field!r}"
+                )
+        return cls.from_url(url, name, sha256, line=line)
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be downloaded, or ``None`` if it can."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a bad port
+    except ValueError as exc:
+        return f"invalid URL {url!r}: {exc}"
+    del port
+    if not parts.scheme:
+        return f"invalid URL {url!r}: no scheme (expected http:// or https://)"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"unsupported scheme {parts.scheme!r} in {url!r} (only http and https)"
+    if not parts.hostname:
+        return f"invalid URL {url!r}: no host"
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+        return f"invalid URL {url!r}: contains whitespace or control characters"
+    return None
+
+
+def parse_url_list(lines: Iterable[str]) -> Iterator[DownloadRequest]:
+    """Requests from the lines of a URL list (1-based line numbers)."""
+    for number, text in enumerate(lines, start=1):
+        request = DownloadRequest.from_line(text, number)
+        if request is not None:
+            yield request
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadResult:
+    """How one URL ended; the fields of one entry of the JSON report.
+
+    ``path`` is relative to the destination folder (``None`` when no name
+    was reached). ``sha256`` is set for ``ok`` results, ``error`` for
+    ``failed`` ones. ``note`` explains a renamed collision.
+    """
+
+    url: str
+    path: str | None
+    status: Status
+    bytes: int
+    sha256: str | None
+    attempts: int
+    error: str | None
+    seconds: float
+    line: int | None = None
+    note: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadStarted:
+    """Data is about to flow for ``url`` into ``path``."""
+
+    url: str
+    path: str
+    total: int | None
+    resumed_from: int
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadProgress:
+    """``nbytes`` more bytes arrived for ``url``."""
+
+    url: str
+    nbytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadFinished:
+    """``url`` ended; ``result`` says how."""
+
+    result: DownloadResult
+
+
+DownloadEvent = DownloadStarted | DownloadProgress | DownloadFinished

@@ -1,0 +1,254 @@
+"""The downloader: many URLs at once on one event loop.
+
+:class:`Downloader` owns (or borrows) one :class:`aiohttp.ClientSession` and
+runs up to ``concurrency`` downloads at a time. :func:`download` is the
+one-shot form.
+
+Why :meth:`Downloader.stream` manages its tasks with :func:`asyncio.wait`
+rather than a TaskGroup: it is an async generator, and a TaskGroup open
+across a ``yield`` would cancel the *consumer's* task when a child fails,
+at whatever point the consumer happens to be. Here every task is created,
+awaited and, on exit (break, error, cancellation), cancelled and awaited
+inside the generator, so nothing outlives it. Per-URL failures are results;
+a bug in a task propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Self, TypedDict, Unpack
+
+import aiohttp
+
+from asyncconc._errors import ClosedError
+from asyncconc.downloader._fetching import FetchContext, RetryPolicy, fetch
+from asyncconc.downloader._models import DownloadEvent, DownloadRequest, DownloadResult
+from asyncconc.downloader._naming import NameAllocator, name_max
+
+__all__ = ["Downloader", "download"]
+
+UrlLike = str | DownloadRequest
+
+
+class DownloaderOptions(TypedDict, total=False):
+    """The keyword options of :class:`Downloader` besides session and concurrency."""
+
+    per_host: int | None
+    retries: int
+    timeout: float
+    headers: Mapping[str, str] | None
+    overwrite: bool
+    resume: bool
+    on_event: Callable[[DownloadEvent], None] | None
+    backoff: float
+    backoff_max: float
+    retry_after_max: float
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def _ignore(event: DownloadEvent) -> None:
+    del event
+
+
+class Downloader:
+    """A reusable downloader for services: one session, many runs.
+
+    Use it as an async context manager::
+
+        async with Downloader("downloads", concurrency=8) as dl:
+            async for result in dl.stream(urls):
+                print(result.status, result.path)
+
+    ``session``: an :class:`aiohttp.ClientSession` of yours to reuse; it is
+    never closed here. Without one, a session is created on entry and closed
+    on exit. Its ``auto_decompress`` setting does not matter: bytes are
+    always saved exactly as served.
+
+    ``on_event`` is called (synchronously, on the loop) with
+    :class:`DownloadStarted`, :class:`DownloadProgress` and
+    :class:`DownloadFinished` events; keep it cheap.
+
+    Raises :class:`ValueError` for bad options. Using a downloader that is
+    not open (never entered, or closed) raises
+    :class:`~asyncconc.ClosedError`.
+    """
+
+    def __init__(
+        self,
+        dest: str | os.PathLike[str] = ".",
+        *,
+        session: aiohttp.ClientSession | None = None,
+        concurrency: int = 16,
+        per_host: int | None = None,
+        retries: int = 3,
+        timeout: float = 30.0,
+        headers: Mapping[str, str] | None = None,
+        overwrite: bool = False,
+        resume: bool = True,
+        on_event: Callable[[DownloadEvent], None] | None = None,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        retry_after_max: float = 60.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        if per_host is not None and per_host < 1:
+            raise ValueError(f"per_host must be at least 1, not {per_host}")
+        if retries < 0:
+            raise ValueError(f"retries must be 0 or more, not {retries}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, not {timeout}")
+        if backoff < 0 or backoff_max < 0 or retry_after_max < 0:
+            raise ValueError("backoff, backoff_max and retry_after_max must not be negative")
+        self.dest = Path(dest)
+        self.concurrency = concurrency
+        self.per_host = per_host
+        self.headers = dict(headers or {})
+        self.overwrite = overwrite
+        self.resume = resume
+        self.policy = RetryPolicy(retries, backoff, backoff_max, retry_after_max)
+        # Connect and idle-read timeouts only: a slow-but-moving transfer
+        # may take as long as it takes.
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+        )
+        self._on_event = on_event or _ignore
+        self._session = session
+        self._owns_session = session is None
+        self._state = _State.UNOPENED
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _State.UNOPENED:
+            raise ClosedError("a Downloader can be entered only once")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=max(100, self.concurrency), limit_per_host=self.per_host or 0
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, timeout=self.timeout
+            )
+        self._state = _State.OPEN
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the session if this downloader created it. Idempotent."""
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+    def _context(self) -> FetchContext:
+        if self._state is not _State.OPEN or self._session is None:
+            raise ClosedError("the Downloader is not open (use 'async with Downloader(...)')")
+        self.dest.mkdir(parents=True, exist_ok=True)
+        return FetchContext(
+            session=self._session,
+            dest=self.dest,
+            names=NameAllocator(),
+            policy=self.policy,
+            timeout=self.timeout,
+            headers=self.headers,
+            overwrite=self.overwrite,
+            resume=self.resume,
+            per_host=self.per_host,
+            emit=self._on_event,
+            name_limit=name_max(self.dest),
+        )
+
+    async def stream(self, urls: Iterable[UrlLike]) -> AsyncIterator[DownloadResult]:
+        """Download ``urls``, yielding each result as it completes.
+
+        ``urls`` is consumed lazily: at most ``concurrency`` downloads are in
+        flight. Names are given out in input order, so collisions resolve
+        the same way on every run. Leaving the loop early or cancelling
+        cancels what is in flight and keeps its ``.part`` files.
+        """
+        async for _, result in self._run(urls):
+            yield result
+
+    async def download(self, urls: Iterable[UrlLike]) -> list[DownloadResult]:
+        """Download ``urls``; the results in input order."""
+        results: dict[int, DownloadResult] = {}
+        async for index, result in self._run(urls):
+            results[index] = result
+        return [results[i] for i in sorted(results)]
+
+    async def _run(self, urls: Iterable[UrlLike]) -> AsyncIterator[tuple[int, DownloadResult]]:
+        ctx = self._context()
+        in_flight: dict[asyncio.Task[DownloadResult], int] = {}
+        try:
+            for index, url in enumerate(urls):
+                task = asyncio.create_task(fetch(ctx, _as_request(url)))
+                in_flight[task] = index
+                if len(in_flight) >= self.concurrency:
+                    async for item in _completed(in_flight):
+                        yield item
+            while in_flight:
+                async for item in _completed(in_flight):
+                    yield item
+        finally:
+            for task in in_flight:
+                task.cancel()
+            if in_flight:
+                # Wait for the cancelled tasks so their .part files are saved
+                # and their connections released before we return.
+                await asyncio.wait(in_flight)
+
+
+async def _completed(
+    in_flight: dict[asyncio.Task[DownloadResult], int],
+) -> AsyncIterator[tuple[int, DownloadResult]]:
+    """Wait for at least one task; yield (index, result) of every finished one."""
+    done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        index = in_flight.pop(task)
+        yield index, task.result()
+
+
+def _as_request(url: UrlLike) -> DownloadRequest:
+    if isinstance(url, DownloadRequest):
+        if url.problem is None and url.name is None and url.sha256 is None:
+            return DownloadRequest.from_url(url.url, line=url.line)
+        return url
+    if not isinstance(url, str):
+        raise TypeError(f"expected a URL string or DownloadRequest, got {type(url).__name__}")
+    return DownloadRequest.from_url(url.strip())
+
+
+async def download(
+    urls: Iterable[UrlLike],
+    dest: str | os.PathLike[str] = ".",
+    *,
+    session: aiohttp.ClientSession | None = None,
+    concurrency: int = 16,
+    **options: Unpack[DownloaderOptions],
+) -> list[DownloadResult]:
+    """Download ``urls`` into ``dest``; per-URL failures are results.
+
+    Takes the options of :class:`Downloader`. A ``session`` you pass is
+    used and left open.
+    """
+    async with Downloader(
+        dest, session=session, concurrency=concurrency, **options
+    ) as downloader:
+        return await downloader.download(urls)
