@@ -31,6 +31,7 @@ EXIT_INTERRUPTED = 130
 _COMMAND_MODULES = (
     "asyncconc.downloader._cli",
     "asyncconc.testing._cli",
+    "asyncconc._demo",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -198,7 +198,11 @@ class FileServer:
         source = self._lookup(request.match_info["name"])
         if source is None:
             return _error(404)
-        return await self._send(request, source, nth)
+        try:
+            return await self._send(request, source, nth)
+        except ConnectionResetError:
+            # The client hung up (it skipped the file, or gave up): normal.
+            raise web.HTTPException() from None
 
     async def _send(self, request: web.Request, source: _Source, nth: int) -> web.StreamResponse:
         q = request.query

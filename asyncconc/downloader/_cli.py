@@ -1,0 +1,267 @@
+"""``python -m asyncconc download URLS_FILE``: the main job.
+
+Bad input is a :class:`UsageError` raised before any network or file work,
+so a typo never leaves half a run behind. Once the run starts, per-URL
+problems (including invalid lines) are results: they are reported and make
+the exit code 1, while the other lines still download.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from asyncconc._errors import UsageError
+from asyncconc._runner import run
+from asyncconc.downloader._models import DownloadEvent, DownloadRequest, DownloadResult, parse_url_list
+from asyncconc.downloader._pipeline import Downloader
+from asyncconc.downloader._reporting import (
+    LineReporter,
+    LiveReporter,
+    Reporter,
+    Tally,
+    summary_line,
+    write_report,
+)
+
+__all__ = ["register", "run_download"]
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    from asyncconc.cli import add_loop_option
+
+    parser = subparsers.add_parser(
+        "download",
+        help="download many files at once over HTTP",
+        description=(
+            "Download every URL of URLS_FILE concurrently. Lines: URL [NAME] [sha256=HEX]; "
+            "blank lines and lines starting with # are ignored; '-' reads stdin. "
+            "Data goes to NAME.part and is renamed when complete; existing files are "
+            "skipped and .part files resumed."
+        ),
+    )
+    parser.add_argument("urls_file", metavar="URLS_FILE", help="file with one URL per line, or -")
+    parser.add_argument("-o", "--output", metavar="DIR", default=".", help="output folder (default: .)")
+    parser.add_argument(
+        "-j", "--jobs", type=_int_at_least(1), default=16, metavar="N",
+        help="downloads in flight at once (default: 16)",
+    )
+    parser.add_argument(
+        "--per-host", type=_int_at_least(1), default=None, metavar="N",
+        help="connections per host at once (default: no extra limit)",
+    )
+    parser.add_argument(
+        "--retries", type=_int_at_least(0), default=3, metavar="N",
+        help="retries per URL on transient errors (default: 3)",
+    )
+    parser.add_argument(
+        "--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+        help="connect and idle-read timeout; a moving transfer never times out (default: 30)",
+    )
+    parser.add_argument(
+        "--header", action="append", default=[], metavar="'K: V'",
+        help="extra request header (repeatable)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="download files that exist")
+    parser.add_argument("--no-resume", action="store_true", help="restart .part files from zero")
+    parser.add_argument("--report", metavar="FILE.json", help="write a JSON report of every URL")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    add_loop_option(parser)
+    parser.set_defaults(handler=_handle)
+
+
+def _parse_headers(values: Sequence[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for value in values:
+        name, sep, content = value.partition(":")
+        name = name.strip()
+        if not sep or not name or any(c.isspace() or ord(c) < 33 for c in name):
+            raise UsageError(f"--header {value!r}: expected 'Name: value'")
+        if any(c in content for c in "\r\n\x00"):
+            raise UsageError(f"--header {value!r}: the value may not contain line breaks")
+        headers[name] = content.strip()
+    return headers
+
+
+def _read_lines(source: str) -> list[str]:
+    if source == "-":
+        return sys.stdin.read().splitlines()
+    try:
+        return Path(source).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UsageError(f"URLS_FILE {source!r}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"URLS_FILE {source!r}: is a folder, not a file") from None
+    except PermissionError:
+        raise UsageError(f"URLS_FILE {source!r}: permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"URLS_FILE {source!r}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise UsageError(f"URLS_FILE {source!r}: {exc.strerror}") from None
+
+
+def _prepare_output(folder: str) -> Path:
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"-o {folder!r}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"-o {folder!r}: cannot create the folder ({exc.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"-o {folder!r}: the folder is not writable")
+    return path
+
+
+def _check_report_path(report: str | None) -> None:
+    if report is None:
+        return
+    path = Path(report)
+    if path.is_dir():
+        raise UsageError(f"--report {report!r}: is a folder")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"--report {report!r}: folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"--report {report!r}: folder {str(parent)!r} is not writable")
+
+
+def _handle(args: argparse.Namespace) -> int:
+    headers = _parse_headers(args.header)
+    _check_report_path(args.report)
+    lines = _read_lines(args.urls_file)
+    dest = _prepare_output(args.output)
+    requests = list(parse_url_list(lines))
+    return run_download(
+        requests,
+        dest,
+        loop=args.loop,
+        quiet=args.quiet,
+        report=args.report,
+        stdout=sys.stdout,
+        options={
+            "concurrency": args.jobs,
+            "per_host": args.per_host,
+            "retries": args.retries,
+            "timeout": args.timeout,
+            "headers": headers,
+            "overwrite": args.overwrite,
+            "resume": not args.no_resume,
+        },
+    )
+
+
+def _make_reporter(stdout: Any, *, quiet: bool, total: int) -> Reporter:
+    if not quiet and stdout.isatty():
+        return LiveReporter(Console(file=stdout), total_files=total)
+    return LineReporter(stdout, quiet=quiet)
+
+
+RequestSource = Callable[[contextlib.AsyncExitStack], Awaitable[list[DownloadRequest]]]
+
+
+def run_download(
+    source: list[DownloadRequest] | RequestSource,
+    dest: Path,
+    *,
+    loop: str = "auto",
+    quiet: bool = False,
+    report: str | None = None,
+    stdout: Any = None,
+    options: dict[str, Any] | None = None,
+) -> int:
+    """Run a whole download from the CLI's point of view; return the exit code.
+
+    Shared by ``download`` and ``demo``. ``source`` is the list of requests,
+    or an async callable producing it on the run's loop (the demo starts its
+    server there, on the given exit stack). On Ctrl-C/SIGTERM the downloads
+    are cancelled (``.part`` files kept), the URLs that did not finish are
+    reported as failed, and 130 is returned.
+    """
+    out = stdout if stdout is not None else sys.stdout
+    tally = Tally()
+    requests: list[DownloadRequest] = source if isinstance(source, list) else []
+    finished: dict[int, DownloadResult] = {}
+    reporter: Reporter | None = None
+
+    async def main() -> None:
+        nonlocal reporter, requests
+        async with contextlib.AsyncExitStack() as stack:
+            if not isinstance(source, list):
+                requests = await source(stack)
+            shown = _make_reporter(out, quiet=quiet, total=len(requests))
+            reporter = shown
+
+            def on_event(event: DownloadEvent) -> None:
+                tally(event)
+                shown(event)
+
+            downloader = Downloader(dest, on_event=on_event, **(options or {}))
+            async with downloader:
+                async for index, result in downloader._run(requests):
+                    finished[index] = result
+
+    interrupted = False
+    try:
+        run(main(), loop=loop)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if reporter is not None:
+            with contextlib.suppress(Exception):
+                reporter.close()
+    results = [
+        finished.get(i) or _interrupted_result(request) for i, request in enumerate(requests)
+    ]
+    if interrupted:
+        tally.add_failed(len(requests) - len(finished))
+    print(summary_line(tally, interrupted=interrupted), file=out, flush=True)
+    if report is not None:
+        write_report(report, results)
+    if interrupted:
+        return 130
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _interrupted_result(request: DownloadRequest) -> DownloadResult:
+    return DownloadResult(
+        url=request.url,
+        path=request.name.as_posix() if request.name is not None else None,
+        status="failed",
+        bytes=0,
+        sha256=None,
+        attempts=0,
+        error="interrupted before it finished (a .part file, if any, is kept for resuming)",
+        seconds=0.0,
+        line=request.line,
+    )

@@ -1,0 +1,197 @@
+"""Rendering download events for people: live progress, lines, summary, JSON.
+
+A reporter is a callable taking :data:`DownloadEvent` values (the
+downloader's ``on_event``), plus ``close()``. Three kinds:
+
+* :class:`LiveReporter` on a terminal: overall bytes, rate, ETA and files
+  done/total, and one bar per active download (``rich``).
+* :class:`LineReporter` when stdout is not a terminal: one line per finished
+  file; with ``quiet`` only failures.
+* Every run ends with :func:`summary_line`, and ``--report`` writes
+  :func:`write_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from asyncconc.downloader._models import (
+    DownloadEvent,
+    DownloadFinished,
+    DownloadProgress,
+    DownloadResult,
+    DownloadStarted,
+)
+
+__all__ = [
+    "LineReporter",
+    "LiveReporter",
+    "Reporter",
+    "Tally",
+    "format_bytes",
+    "summary_line",
+    "write_report",
+]
+
+
+class Reporter(Protocol):
+    def __call__(self, event: DownloadEvent) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counts for the summary; fed by the same events as the display."""
+
+    started: float = field(default_factory=time.monotonic)
+    transferred: int = 0
+    ok: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def __call__(self, event: DownloadEvent) -> None:
+        if isinstance(event, DownloadProgress):
+            self.transferred += event.nbytes
+        elif isinstance(event, DownloadFinished):
+            status = event.result.status
+            if status == "ok":
+                self.ok += 1
+            elif status == "skipped":
+                self.skipped += 1
+            else:
+                self.failed += 1
+
+    def add_failed(self, count: int) -> None:
+        self.failed += count
+
+
+def summary_line(tally: Tally, *, interrupted: bool = False) -> str:
+    elapsed = max(time.monotonic() - tally.started, 1e-9)
+    rate = tally.transferred / elapsed
+    head = "interrupted: " if interrupted else ""
+    return (
+        f"{head}{tally.ok} ok, {tally.skipped} skipped, {tally.failed} failed; "
+        f"{format_bytes(tally.transferred)} in {elapsed:.2f} s ({format_bytes(rate)}/s)"
+    )
+
+
+def _line(result: DownloadResult) -> str:
+    where = result.path or "-"
+    if result.status == "failed":
+        return f"failed   {result.url}: {result.error}"
+    extra = f"  ({result.note})" if result.note else ""
+    return f"{result.status:<8} {format_bytes(result.bytes):>10}  {where}{extra}"
+
+
+class LineReporter:
+    """One line per finished download (only failures when ``quiet``)."""
+
+    def __init__(self, stream: TextIO, *, quiet: bool = False) -> None:
+        self._stream = stream
+        self._quiet = quiet
+
+    def __call__(self, event: DownloadEvent) -> None:
+        if isinstance(event, DownloadFinished):
+            result = event.result
+            if not self._quiet or result.status == "failed":
+                print(_line(result), file=self._stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class LiveReporter:
+    """A live display: overall progress plus one bar per active download."""
+
+    def __init__(self, console: Console, *, total_files: int) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+            refresh_per_second=8,
+        )
+        self._total_files = total_files
+        self._done = 0
+        self._known_total = 0
+        self._overall = self._progress.add_task(self._overall_text(), total=None)
+        self._active: dict[str, TaskID] = {}
+        self._progress.start()
+
+    def _overall_text(self) -> str:
+        return f"[bold]all[/] {self._done}/{self._total_files} files"
+
+    def __call__(self, event: DownloadEvent) -> None:
+        progress = self._progress
+        if isinstance(event, DownloadProgress):
+            progress.advance(self._overall, event.nbytes)
+            task = self._active.get(event.url)
+            if task is not None:
+                progress.advance(task, event.nbytes)
+        elif isinstance(event, DownloadStarted):
+            old = self._active.pop(event.url, None)
+            if old is not None:  # a restart: forget the old bar
+                progress.remove_task(old)
+            if event.total is not None:
+                self._known_total += event.total - event.resumed_from
+                progress.update(self._overall, total=self._known_total)
+            name = event.path if len(event.path) <= 40 else "…" + event.path[-39:]
+            self._active[event.url] = progress.add_task(
+                name, total=event.total, completed=event.resumed_from
+            )
+        elif isinstance(event, DownloadFinished):
+            self._done += 1
+            task = self._active.pop(event.result.url, None)
+            if task is not None:
+                progress.remove_task(task)
+            progress.update(self._overall, description=self._overall_text())
+            if event.result.status == "failed":
+                progress.console.print(f"[red]failed[/] {event.result.url}: {event.result.error}")
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def write_report(path: str | os.PathLike[str], results: Iterable[DownloadResult]) -> None:
+    """Write the JSON report atomically (temp file + rename)."""
+    target = Path(path)
+    data = json.dumps([r.as_dict() for r in results], indent=2, ensure_ascii=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(data + "\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
