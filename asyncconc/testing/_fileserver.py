@@ -198,13 +198,16 @@ class FileServer:
         source = self._lookup(request.match_info["name"])
         if source is None:
             return _error(404)
+        response = web.StreamResponse()
         try:
-            return await self._send(request, source, nth)
+            return await self._send(request, source, nth, response)
         except ConnectionResetError:
             # The client hung up (it skipped the file, or gave up): normal.
-            raise web.HTTPException() from None
+            return response
 
-    async def _send(self, request: web.Request, source: _Source, nth: int) -> web.StreamResponse:
+    async def _send(
+        self, request: web.Request, source: _Source, nth: int, response: web.StreamResponse
+    ) -> web.StreamResponse:
         q = request.query
         start, end, status = 0, source.size, 200
         range_header = request.headers.get("Range")
@@ -223,7 +226,7 @@ class FileServer:
                 if q.get("badrange"):
                     start = 0
 
-        response = web.StreamResponse(status=status)
+        response.set_status(status)
         headers = response.headers
         headers["Content-Type"] = "application/octet-stream"
         headers["Accept-Ranges"] = "none" if q.get("norange") else "bytes"
