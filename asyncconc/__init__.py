@@ -27,11 +27,11 @@ from asyncconc._errors import (
 )
 from asyncconc._runner import run
 from asyncconc.downloader import (
+    Downloader,
+    DownloaderOptions,
     DownloadEvent,
     DownloadFinished,
     DownloadProgress,
-    Downloader,
-    DownloaderOptions,
     DownloadRequest,
     DownloadResult,
     DownloadStarted,

@@ -38,7 +38,10 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument(
-        "-o", "--output", metavar="DIR", default=None,
+        "-o",
+        "--output",
+        metavar="DIR",
+        default=None,
         help="keep the files in DIR (default: a temporary folder, removed afterwards)",
     )
     parser.add_argument("-j", "--jobs", type=int, default=16, metavar="N", help="downloads at once")
@@ -63,7 +66,9 @@ async def _start_server(stack: contextlib.AsyncExitStack) -> list[DownloadReques
                 faults = {"truncate": 300_000, "times": 1}  # ends early once: resumed
             elif n == 90:
                 faults = {"cd": 'attachment; filename="report-from-server.bin"'}
-            requests.append(DownloadRequest.from_url(server.url(name, **faults), sha256=served.sha256))
+            requests.append(
+                DownloadRequest.from_url(server.url(name, **faults), sha256=served.sha256)
+            )
     return requests
 
 

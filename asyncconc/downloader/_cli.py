@@ -20,7 +20,12 @@ from rich.console import Console
 
 from asyncconc._errors import UsageError
 from asyncconc._runner import run
-from asyncconc.downloader._models import DownloadEvent, DownloadRequest, DownloadResult, parse_url_list
+from asyncconc.downloader._models import (
+    DownloadEvent,
+    DownloadRequest,
+    DownloadResult,
+    parse_url_list,
+)
 from asyncconc.downloader._pipeline import Downloader
 from asyncconc.downloader._reporting import (
     LineReporter,
@@ -71,31 +76,51 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("urls_file", metavar="URLS_FILE", help="file with one URL per line, or -")
-    parser.add_argument("-o", "--output", metavar="DIR", default=".", help="output folder (default: .)")
     parser.add_argument(
-        "-j", "--jobs", type=_int_at_least(1), default=16, metavar="N",
+        "-o", "--output", metavar="DIR", default=".", help="output folder (default: .)"
+    )
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=_int_at_least(1),
+        default=16,
+        metavar="N",
         help="downloads in flight at once (default: 16)",
     )
     parser.add_argument(
-        "--per-host", type=_int_at_least(1), default=None, metavar="N",
+        "--per-host",
+        type=_int_at_least(1),
+        default=None,
+        metavar="N",
         help="connections per host at once (default: no extra limit)",
     )
     parser.add_argument(
-        "--retries", type=_int_at_least(0), default=3, metavar="N",
+        "--retries",
+        type=_int_at_least(0),
+        default=3,
+        metavar="N",
         help="retries per URL on transient errors (default: 3)",
     )
     parser.add_argument(
-        "--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
         help="connect and idle-read timeout; a moving transfer never times out (default: 30)",
     )
     parser.add_argument(
-        "--header", action="append", default=[], metavar="'K: V'",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'K: V'",
         help="extra request header (repeatable)",
     )
     parser.add_argument("--overwrite", action="store_true", help="download files that exist")
     parser.add_argument("--no-resume", action="store_true", help="restart .part files from zero")
     parser.add_argument("--report", metavar="FILE.json", help="write a JSON report of every URL")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print only failures and the summary"
+    )
     add_loop_option(parser)
     parser.set_defaults(handler=_handle)
 
@@ -125,7 +150,9 @@ def _read_lines(source: str) -> list[str]:
     except PermissionError:
         raise UsageError(f"URLS_FILE {source!r}: permission denied") from None
     except UnicodeDecodeError as exc:
-        raise UsageError(f"URLS_FILE {source!r}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise UsageError(
+            f"URLS_FILE {source!r}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     except OSError as exc:
         raise UsageError(f"URLS_FILE {source!r}: {exc.strerror}") from None
 

@@ -66,7 +66,7 @@ class RetryPolicy:
     retry_after_max: float = 60.0
 
     def delay(self, retry: int, retry_after: float | None = None) -> float:
-        step = min(self.backoff_max, self.backoff * 2 ** (retry - 1))
+        step = min(self.backoff_max, self.backoff * 2.0 ** (retry - 1))
         wait = step * (0.5 + random.random() / 2)
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.retry_after_max))
@@ -134,7 +134,9 @@ class _Job:
         self.note: str | None = None
         self.size = 0
 
-    def result(self, status: Status, *, error: str | None = None, sha256: str | None = None) -> DownloadResult:
+    def result(
+        self, status: Status, *, error: str | None = None, sha256: str | None = None
+    ) -> DownloadResult:
         return DownloadResult(
             url=self.request.url,
             path=self.rel.as_posix() if self.rel is not None else None,
@@ -183,7 +185,9 @@ class _Job:
                 self.attempts -= 1
                 reissues += 1
                 if reissues > 3:
-                    raise FetchError("the server's answers keep changing", url=request.url) from None
+                    raise FetchError(
+                        "the server's answers keep changing", url=request.url
+                    ) from None
             except _Transient as exc:
                 if self.attempts > self.ctx.policy.retries:
                     tries = f"{self.attempts} attempt{'s' if self.attempts > 1 else ''}"
@@ -198,9 +202,13 @@ class _Job:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise DownloadError(f"cannot inspect {self.target}: {exc.strerror}", url=self.request.url) from exc
+            raise DownloadError(
+                f"cannot inspect {self.target}: {exc.strerror}", url=self.request.url
+            ) from exc
         if not os.path.isfile(self.target):
-            raise DownloadError(f"{self.rel} exists and is not a regular file", url=self.request.url)
+            raise DownloadError(
+                f"{self.rel} exists and is not a regular file", url=self.request.url
+            )
         self.size = stat.st_size
         return self.result("skipped")
 
@@ -263,7 +271,9 @@ class _Job:
             location = response.headers.get("Location")
             response.release()
             if not location:
-                raise RedirectError(f"HTTP {response.status} redirect without a Location", url=self.request.url)
+                raise RedirectError(
+                    f"HTTP {response.status} redirect without a Location", url=self.request.url
+                )
             url = urljoin(url, location)
             if problem := url_problem(url):
                 raise RedirectError(f"redirected to {url!r}: {problem}", url=self.request.url)
@@ -281,14 +291,20 @@ class _Job:
         if status == 416 and offset > 0:
             return await self._on_416(response, offset)
         if status >= 500 or status in _TRANSIENT_STATUSES:
-            raise _Transient(f"HTTP {status} {response.reason or ''}".strip(), _retry_after(response.headers))
+            raise _Transient(
+                f"HTTP {status} {response.reason or ''}".strip(), _retry_after(response.headers)
+            )
         if not 200 <= status < 300:
-            raise HTTPStatusError(f"HTTP {status} {response.reason or ''}".strip(), url=url, status=status)
+            raise HTTPStatusError(
+                f"HTTP {status} {response.reason or ''}".strip(), url=url, status=status
+            )
 
         if not self.name_fixed:
             self.name_fixed = True
             wanted = PurePosixPath(
-                choose_name(url, response.headers.get("Content-Disposition"), limit=self.ctx.name_limit)
+                choose_name(
+                    url, response.headers.get("Content-Disposition"), limit=self.ctx.name_limit
+                )
             )
             assert self.rel is not None
             if wanted.name != self.rel.name:
@@ -342,7 +358,9 @@ class _Job:
             if expected is not None and part.size < expected:
                 raise _Transient(f"body ended early: {part.size} of {expected} bytes")
             try:
-                digest = await part.commit(expected_size=expected, expected_sha256=self.request.sha256)
+                digest = await part.commit(
+                    expected_size=expected, expected_sha256=self.request.sha256
+                )
             except DownloadError as exc:
                 raise type(exc)(str(exc), url=url) from exc
             done = True

@@ -44,7 +44,12 @@ class DownloadRequest:
 
     @classmethod
     def from_url(
-        cls, url: str, name: str | None = None, sha256: str | None = None, *, line: int | None = None
+        cls,
+        url: str,
+        name: str | None = None,
+        sha256: str | None = None,
+        *,
+        line: int | None = None,
     ) -> DownloadRequest:
         problem = url_problem(url)
         relpath: PurePosixPath | None = None
@@ -80,9 +85,7 @@ class DownloadRequest:
             elif name is None:
                 name = field
             else:
-                return cls(
-                    url, line=line, problem=f"line {line}: unexpected extra field {field!r}"
-                )
+                return cls(url, line=line, problem=f"line {line}: unexpected extra field {field!r}")
         return cls.from_url(url, name, sha256, line=line)
 
 

@@ -36,7 +36,7 @@ META_SUFFIX = ".part.meta"
 # suffix, so the temporary and renamed names also fit the limit.
 _RESERVED_BYTES = len(META_SUFFIX) + 8
 _NAME_MAX = 255
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\]|[\x80-\x9f]')
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]|[\x80-\x9f]")
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[1-9]|lpt[1-9])(\..*)?$", re.IGNORECASE)
 
 
@@ -147,11 +147,12 @@ def filename_from_url(url: str) -> str:
     return unquote(segment, errors="replace")
 
 
-def choose_name(
-    url: str, content_disposition: str | None = None, *, limit: int = _NAME_MAX
-) -> str:
+def choose_name(url: str, content_disposition: str | None = None, *, limit: int = _NAME_MAX) -> str:
     """The sanitised basename for ``url`` when the list gave none."""
-    for candidate in (filename_from_content_disposition(content_disposition), filename_from_url(url)):
+    for candidate in (
+        filename_from_content_disposition(content_disposition),
+        filename_from_url(url),
+    ):
         if candidate:
             clean = sanitize_component(candidate, limit=limit)
             if clean:

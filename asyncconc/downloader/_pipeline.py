@@ -248,7 +248,5 @@ async def download(
     Takes the options of :class:`Downloader`. A ``session`` you pass is
     used and left open.
     """
-    async with Downloader(
-        dest, session=session, concurrency=concurrency, **options
-    ) as downloader:
+    async with Downloader(dest, session=session, concurrency=concurrency, **options) as downloader:
         return await downloader.download(urls)

@@ -74,11 +74,10 @@ def read_resume_info(final: Path) -> ResumeInfo | None:
         size = os.lstat(part_path(final)).st_size
     except FileNotFoundError:
         return None
-    meta: dict[str, Any] = {}
+    loaded: object = None
     with contextlib.suppress(OSError, ValueError):
-        meta = json.loads(meta_path(final).read_text("utf-8"))
-    if not isinstance(meta, dict):
-        meta = {}
+        loaded = json.loads(meta_path(final).read_text("utf-8"))
+    meta: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
     return ResumeInfo(
         size=size,
         url=meta.get("url"),
@@ -289,9 +288,7 @@ class PartFile:
         size = self.size
         if expected_size is not None and size != expected_size:
             self._remove_files()
-            raise IntegrityError(
-                f"received {size} bytes, server announced {expected_size}", url=""
-            )
+            raise IntegrityError(f"received {size} bytes, server announced {expected_size}", url="")
         if expected_sha256 is not None and digest != expected_sha256.lower():
             self._remove_files()
             raise IntegrityError(

@@ -44,10 +44,15 @@ def register(subparsers: Any) -> None:
         description="Serve DIR over HTTP with Range support until Ctrl-C.",
     )
     parser.add_argument("dir", metavar="DIR", help="folder to serve")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
     parser.add_argument("--port", type=_port, default=0, help="port (default: 0, a free one)")
     parser.add_argument(
-        "--delay", type=_non_negative_float, default=0.0, metavar="SECONDS",
+        "--delay",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
         help="wait this long before answering each request (default: 0)",
     )
     add_loop_option(parser)
@@ -61,7 +66,9 @@ def _handle(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         try:
-            async with serve_files(root, host=args.host, port=args.port, delay=args.delay) as server:
+            async with serve_files(
+                root, host=args.host, port=args.port, delay=args.delay
+            ) as server:
                 print(f"serving {root} at {server.base_url}/ (Ctrl-C to stop)", flush=True)
                 await asyncio.Event().wait()
         except OSError as exc:

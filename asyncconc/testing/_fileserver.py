@@ -198,12 +198,12 @@ class FileServer:
         source = self._lookup(request.match_info["name"])
         if source is None:
             return _error(404)
-        response = web.StreamResponse()
+        stream = web.StreamResponse()
         try:
-            return await self._send(request, source, nth, response)
+            return await self._send(request, source, nth, stream)
         except ConnectionResetError:
             # The client hung up (it skipped the file, or gave up): normal.
-            return response
+            return stream
 
     async def _send(
         self, request: web.Request, source: _Source, nth: int, response: web.StreamResponse

@@ -33,9 +33,11 @@ FileServerFactory = Callable[..., Awaitable[FileServer]]
 try:
     import pytest_asyncio
 except ImportError:  # pragma: no cover - nothing to offer without it
-    pytest_asyncio = None
+    _HAVE_PYTEST_ASYNCIO = False
+else:
+    _HAVE_PYTEST_ASYNCIO = True
 
-if pytest_asyncio is not None:
+if _HAVE_PYTEST_ASYNCIO:
 
     @pytest_asyncio.fixture
     async def file_server() -> AsyncIterator[FileServer]:
