@@ -147,6 +147,8 @@ class LiveReporter:
         self._known_total = 0
         self._overall = self._progress.add_task(self._overall_text(), total=None)
         self._active: dict[str, TaskID] = {}
+        self._moved: dict[str, int] = {}
+        self._expected: dict[str, int] = {}
         self._progress.start()
 
     def _overall_text(self) -> str:
@@ -156,6 +158,7 @@ class LiveReporter:
         progress = self._progress
         if isinstance(event, DownloadProgress):
             progress.advance(self._overall, event.nbytes)
+            self._moved[event.url] = self._moved.get(event.url, 0) + event.nbytes
             task = self._active.get(event.url)
             if task is not None:
                 progress.advance(task, event.nbytes)
@@ -164,7 +167,11 @@ class LiveReporter:
             if old is not None:  # a restart: forget the old bar
                 progress.remove_task(old)
             if event.total is not None:
-                self._known_total += event.total - event.resumed_from
+                # Bytes this URL will have moved in this run: what it already
+                # moved (before a retry) plus what is left to fetch.
+                expected = self._moved.get(event.url, 0) + event.total - event.resumed_from
+                self._known_total += expected - self._expected.get(event.url, 0)
+                self._expected[event.url] = expected
                 progress.update(self._overall, total=self._known_total)
             name = event.path if len(event.path) <= 40 else "…" + event.path[-39:]
             self._active[event.url] = progress.add_task(
@@ -172,6 +179,8 @@ class LiveReporter:
             )
         elif isinstance(event, DownloadFinished):
             self._done += 1
+            self._moved.pop(event.result.url, None)
+            self._expected.pop(event.result.url, None)
             task = self._active.pop(event.result.url, None)
             if task is not None:
                 progress.remove_task(task)
