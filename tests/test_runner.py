@@ -68,7 +68,9 @@ def test_sigterm_unwinds_main_like_ctrl_c(loop: str, tmp_path: os.PathLike[str])
             sys.exit(130)
         """
     )
-    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGTERM)
