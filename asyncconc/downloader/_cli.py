@@ -254,8 +254,8 @@ def run_download(
                 shown(event)
 
             downloader = Downloader(dest, on_event=on_event, **(options or {}))
-            async with downloader:
-                async for index, result in downloader._run(requests):
+            async with downloader, contextlib.aclosing(downloader._run(requests)) as items:
+                async for index, result in items:
                     finished[index] = result
 
     interrupted = False

@@ -16,6 +16,7 @@ a bug in a task propagates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -126,6 +127,9 @@ class Downloader:
         self._session = session
         self._owns_session = session is None
         self._state = _State.UNOPENED
+        # Every download task of every stream, so that aclose() can stop a
+        # stream whose consumer broke out of its loop without closing it.
+        self._tasks: set[asyncio.Task[DownloadResult]] = set()
 
     async def __aenter__(self) -> Self:
         if self._state is not _State.UNOPENED:
@@ -149,10 +153,20 @@ class Downloader:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the session if this downloader created it. Idempotent."""
+        """Cancel what is still running, close the session if it is ours.
+
+        Idempotent. Tasks of a stream left unfinished (a consumer that broke
+        out of ``async for`` without closing the stream) are cancelled here,
+        keeping their ``.part`` files.
+        """
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
@@ -183,14 +197,16 @@ class Downloader:
         the same way on every run. Leaving the loop early or cancelling
         cancels what is in flight and keeps its ``.part`` files.
         """
-        async for _, result in self._run(urls):
-            yield result
+        async with contextlib.aclosing(self._run(urls)) as items:
+            async for _, result in items:
+                yield result
 
     async def download(self, urls: Iterable[UrlLike]) -> list[DownloadResult]:
         """Download ``urls``; the results in input order."""
         results: dict[int, DownloadResult] = {}
-        async for index, result in self._run(urls):
-            results[index] = result
+        async with contextlib.aclosing(self._run(urls)) as items:
+            async for index, result in items:
+                results[index] = result
         return [results[i] for i in sorted(results)]
 
     async def _run(self, urls: Iterable[UrlLike]) -> AsyncIterator[tuple[int, DownloadResult]]:
@@ -200,6 +216,8 @@ class Downloader:
             for index, url in enumerate(urls):
                 task = asyncio.create_task(fetch(ctx, _as_request(url)))
                 in_flight[task] = index
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
                 if len(in_flight) >= self.concurrency:
                     async for item in _completed(in_flight):
                         yield item
