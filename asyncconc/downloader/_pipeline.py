@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import enum
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypedDict, Unpack
@@ -189,7 +189,7 @@ class Downloader:
             name_limit=name_max(self.dest),
         )
 
-    async def stream(self, urls: Iterable[UrlLike]) -> AsyncIterator[DownloadResult]:
+    async def stream(self, urls: Iterable[UrlLike]) -> AsyncGenerator[DownloadResult, None]:
         """Download ``urls``, yielding each result as it completes.
 
         ``urls`` is consumed lazily: at most ``concurrency`` downloads are in
@@ -209,7 +209,9 @@ class Downloader:
                 results[index] = result
         return [results[i] for i in sorted(results)]
 
-    async def _run(self, urls: Iterable[UrlLike]) -> AsyncIterator[tuple[int, DownloadResult]]:
+    async def _run(
+        self, urls: Iterable[UrlLike]
+    ) -> AsyncGenerator[tuple[int, DownloadResult], None]:
         ctx = self._context()
         in_flight: dict[asyncio.Task[DownloadResult], int] = {}
         try:
