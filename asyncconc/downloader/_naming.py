@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from email.message import Message
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
@@ -37,6 +36,8 @@ META_SUFFIX = ".part.meta"
 _RESERVED_BYTES = len(META_SUFFIX) + 8
 _NAME_MAX = 255
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]|[\x80-\x9f]")
+# One ``; name=value`` parameter; the value a quoted-string or a bare run.
+_CD_PARAM = re.compile(r';\s*([^\s;=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[1-9]|lpt[1-9])(\..*)?$", re.IGNORECASE)
 
 
@@ -103,24 +104,26 @@ def filename_from_content_disposition(value: str | None) -> str | None:
     """The basename a Content-Disposition header proposes, or ``None``.
 
     ``filename*`` (RFC 5987, e.g. ``UTF-8''na%C3%AFve.txt``) wins over
-    ``filename``. Only the last path segment is kept, whatever separators
-    the server used.
+    ``filename`` (RFC 6266 section 4.3). Only the last path segment is kept,
+    whatever separators the server used.
+
+    Parsed here rather than with :mod:`email`: ``Message.get_param`` folds
+    ``filename*`` into ``filename``, returns the plain ``filename`` first when
+    both are sent, and percent-decodes as Latin-1 (``naÃ¯ve.txt``).
     """
     if not value:
         return None
-    msg = Message()
-    msg["content-disposition"] = value
-    params = dict(msg.get_params(header="content-disposition", failobj=[], unquote=True)[1:])
+    params: dict[str, str] = {}
+    for match in _CD_PARAM.finditer(value):
+        raw = match.group(2).strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        params.setdefault(match.group(1).lower(), raw)
     candidate: str | None = None
-    extended = params.get("filename*")
-    if extended:
+    if extended := params.get("filename*"):
         candidate = _decode_rfc5987(extended)
     if not candidate:
-        plain = msg.get_param("filename", header="content-disposition")
-        if isinstance(plain, tuple):  # email already decoded an RFC 2231 value
-            plain = plain[2]
-        if isinstance(plain, str):
-            candidate = plain
+        candidate = params.get("filename")
     if not candidate:
         return None
     basename = re.split(r"[/\\]", candidate)[-1]

@@ -247,9 +247,21 @@ class PartFile:
 
     def _open_fresh(self) -> int:
         self.part.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.part, _OPEN_FLAGS | os.O_TRUNC, 0o644)
+        # Fresh files, never written through a symlink: one planted in the
+        # destination must not redirect a write outside it (O_NOFOLLOW alone
+        # would only make the download fail).
+        for path in (self.part, self.meta):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        fd = os.open(self.part, _OPEN_FLAGS | os.O_EXCL, 0o644)
         if self._meta_text is not None:
-            self.meta.write_text(self._meta_text, "utf-8")
+            try:
+                meta_fd = os.open(self.meta, _OPEN_FLAGS | os.O_EXCL, 0o644)
+            except OSError:
+                os.close(fd)
+                raise
+            with open(meta_fd, "w", encoding="utf-8") as fh:
+                fh.write(self._meta_text)
         return fd
 
     def _open_append(self) -> None:

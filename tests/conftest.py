@@ -1,0 +1,169 @@
+"""Shared fixtures: loopback file servers, a destination folder, CLI runners.
+
+Network tests use :func:`asyncconc.testing.serve_files` on 127.0.0.1 (port
+0), never the internet.
+
+``server``
+    A file server on the test's own event loop, for library-level tests and
+    for tests that run the CLI in a child process.
+``threaded_server``
+    The same server on its own loop in a background thread, for tests that
+    call the synchronous ``asyncconc.cli.main`` in-process, and for tests that
+    must see every task on the test's loop (no server tasks mixed in).
+``dest``
+    ``tmp_path / "out"`` (not created: the downloader creates it).
+``run_cli``
+    ``run_cli(*argv)`` runs ``asyncconc.cli.main`` in-process and returns the
+    exit code with what it printed.
+:func:`start_cli` / :func:`run_cli_process`
+    ``python -m asyncconc ...`` as a real child process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from asyncconc.cli import main
+from asyncconc.testing import FileServer, serve_files
+
+__all__ = ["CliRun", "files_under", "run_cli_process", "start_cli"]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FileServer]:
+    async with serve_files() as srv:
+        yield srv
+
+
+@pytest.fixture
+def threaded_server() -> Iterator[FileServer]:
+    """A file server running on its own loop in a daemon thread."""
+    ready = threading.Event()
+    holder: dict[str, object] = {}
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        holder["loop"] = asyncio.get_running_loop()
+        holder["stop"] = stop
+        async with serve_files() as srv:
+            holder["server"] = srv
+            ready.set()
+            await stop.wait()
+
+    def target() -> None:
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # surfaced by the fixture below
+            holder["error"] = exc
+            ready.set()
+
+    thread = threading.Thread(target=target, name="threaded-file-server", daemon=True)
+    thread.start()
+    assert ready.wait(30), "the threaded file server did not start"
+    if "error" in holder:
+        raise RuntimeError("the threaded file server failed") from holder["error"]  # type: ignore[misc]
+    srv = holder["server"]
+    assert isinstance(srv, FileServer)
+    try:
+        yield srv
+    finally:
+        loop = holder["loop"]
+        stop = holder["stop"]
+        assert isinstance(loop, asyncio.AbstractEventLoop)
+        assert isinstance(stop, asyncio.Event)
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+        assert not thread.is_alive(), "the threaded file server did not stop"
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    return tmp_path / "out"
+
+
+def files_under(root: Path) -> set[str]:
+    """Every file (and symlink) below ``root``, as POSIX paths relative to it."""
+    found: set[str] = set()
+    for folder, dirs, files in os.walk(root):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            found.add(Path(folder, name).relative_to(root).as_posix())
+    return found
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """How one CLI run ended."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
+    """Run ``asyncconc.cli.main(argv)`` in-process (call it from sync tests)."""
+
+    def run(*argv: str | os.PathLike[str]) -> CliRun:
+        capsys.readouterr()
+        code = main([os.fspath(a) for a in argv])
+        captured = capsys.readouterr()
+        return CliRun(code, captured.out, captured.err)
+
+    return run
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONASYNCIODEBUG", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["COLUMNS"] = "200"
+    return env
+
+
+async def start_cli(
+    *argv: str | os.PathLike[str],
+    cwd: Path | None = None,
+    stdin: int | None = asyncio.subprocess.DEVNULL,
+) -> asyncio.subprocess.Process:
+    """Start ``python -m asyncconc ARGV`` with stdout and stderr piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "asyncconc",
+        *[os.fspath(a) for a in argv],
+        cwd=cwd,
+        stdin=stdin,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_child_env(),
+    )
+
+
+async def run_cli_process(
+    *argv: str | os.PathLike[str],
+    cwd: Path | None = None,
+    input: bytes | None = None,
+    timeout: float = 60.0,
+) -> CliRun:
+    """Run ``python -m asyncconc ARGV`` to completion (killed after ``timeout``)."""
+    proc = await start_cli(
+        *argv,
+        cwd=cwd,
+        stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return CliRun(proc.returncode, out.decode(), err.decode())
