@@ -1,0 +1,120 @@
+"""URL lists and requests: ``asyncconc.downloader._models``."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from asyncconc import DownloadRequest, DownloadResult, download, parse_url_list
+from asyncconc.testing import FileServer
+
+SHA = "ab" * 32
+
+
+def test_blank_lines_and_comments_are_skipped_and_lines_numbered_from_one() -> None:
+    lines = [
+        "# a list\n",
+        "\n",
+        "http://h/a.bin\n",
+        "   \t\n",
+        "  # indented comment\n",
+        "https://h/b.bin  b-name.bin\n",
+    ]
+    requests = list(parse_url_list(lines))
+    assert [(r.url, r.line, r.name) for r in requests] == [
+        ("http://h/a.bin", 3, None),
+        ("https://h/b.bin", 6, PurePosixPath("b-name.bin")),
+    ]
+    assert all(r.problem is None for r in requests)
+
+
+def test_name_and_sha256_fields_in_either_order() -> None:
+    first, second, third = parse_url_list(
+        [
+            f"http://h/a docs/a.pdf sha256={SHA.upper()}",
+            f"http://h/b sha256={SHA} b.pdf",
+            f"http://h/c SHA256={SHA}",
+        ]
+    )
+    assert (first.name, first.sha256) == (PurePosixPath("docs/a.pdf"), SHA)
+    assert (second.name, second.sha256) == (PurePosixPath("b.pdf"), SHA)
+    assert (third.name, third.sha256) == (None, SHA)
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("example.com/a.bin", "no scheme"),
+        ("ftp://example.com/a.bin", "unsupported scheme 'ftp'"),
+        ("file:///etc/passwd", "unsupported scheme 'file'"),
+        ("javascript:alert(1)", "unsupported scheme"),
+        ("garbage", "no scheme"),
+        ("http://", "no host"),
+        ("http://h:99999/x", "invalid URL"),
+        ("http://h/a ../escape.txt", "not a relative path inside"),
+        ("http://h/a /abs/path.txt", "not a relative path inside"),
+        ("http://h/a name sha256=1234", "not 64 hex digits"),
+        (f"http://h/a sha256={SHA} sha256={SHA}", "sha256 given twice"),
+        ("http://h/a one two", "unexpected extra field 'two'"),
+    ],
+)
+def test_invalid_lines_carry_their_line_number_and_reason(line: str, words: str) -> None:
+    (request,) = parse_url_list(["# header", line])
+    assert request.problem is not None
+    assert request.problem.startswith("line 2: ")
+    assert words in request.problem
+    assert request.line == 2
+
+
+def test_from_url_validates_like_a_line() -> None:
+    assert DownloadRequest.from_url("http://h/x").problem is None
+    assert DownloadRequest.from_url("HTTPS://H/x").problem is None
+    assert DownloadRequest.from_url("ftp://h/x").problem is not None
+    assert DownloadRequest.from_url("http://h/x", "../x").problem is not None
+    assert "line" not in (DownloadRequest.from_url("ftp://h/x").problem or "")
+
+
+def test_result_as_dict_has_the_report_fields() -> None:
+    result = DownloadResult(
+        url="http://h/x",
+        path="x",
+        status="ok",
+        bytes=3,
+        sha256=SHA,
+        attempts=1,
+        error=None,
+        seconds=0.5,
+    )
+    data = result.as_dict()
+    assert {"url", "path", "status", "bytes", "sha256", "attempts", "error", "seconds"} <= set(data)
+    assert data["status"] == "ok"
+    assert result.ok
+    failed = DownloadResult("u", None, "failed", 0, None, 2, "boom", 0.1)
+    assert not failed.ok
+
+
+async def test_invalid_lines_fail_and_the_others_still_download(
+    server: FileServer, dest: Path
+) -> None:
+    server.add_bytes("good1.bin", b"one")
+    server.add_bytes("good2.bin", b"two")
+    lines = [
+        server.url("good1.bin"),
+        "no-scheme.example/x",
+        "ftp://127.0.0.1/x",
+        "file:///etc/passwd",
+        "%%% garbage %%%",
+        server.url("good2.bin"),
+    ]
+    results = await download(parse_url_list(lines), dest)
+    assert [r.status for r in results] == ["ok", "failed", "failed", "failed", "failed", "ok"]
+    for result, line in zip(results[1:5], range(2, 6), strict=True):
+        assert result.line == line
+        assert result.error is not None
+        assert result.error.startswith(f"line {line}: ")
+        assert result.attempts == 0
+        assert result.path is None
+    assert (dest / "good1.bin").read_bytes() == b"one"
+    assert (dest / "good2.bin").read_bytes() == b"two"
+    assert sorted(r.path for r in server.requests) == ["/good1.bin", "/good2.bin"]

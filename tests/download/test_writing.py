@@ -1,0 +1,164 @@
+""".part files: ``asyncconc.downloader._writing`` (no network)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from asyncconc import IntegrityError, WriteError
+from asyncconc.downloader._writing import FLUSH_BYTES, PartFile, ResumeInfo, read_resume_info
+from asyncconc.testing import pattern_bytes
+from tests.conftest import files_under
+
+URL = "http://h/file.bin"
+
+
+def new_part(final: Path, *, remember: bool = True) -> PartFile:
+    return PartFile(final, url=URL, etag='"v1"', last_modified=None, remember=remember)
+
+
+async def write_all(part: PartFile, data: bytes, piece: int = 64 * 1024) -> None:
+    for pos in range(0, len(data), piece):
+        await part.write(data[pos : pos + piece])
+
+
+@pytest.mark.parametrize("size", [0, 10, FLUSH_BYTES - 1, FLUSH_BYTES, 3 * FLUSH_BYTES + 12345])
+async def test_commit_renames_part_to_the_name_with_exact_bytes_and_digest(
+    tmp_path: Path, size: int
+) -> None:
+    data = pattern_bytes(size, seed=size)
+    final = tmp_path / "file.bin"
+    part = new_part(final)
+    await part.start(0)
+    await write_all(part, data)
+    assert part.size == size
+    digest = await part.commit(
+        expected_size=size, expected_sha256=hashlib.sha256(data).hexdigest().upper()
+    )
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert final.read_bytes() == data
+    assert files_under(tmp_path) == {"file.bin"}
+
+
+async def test_keep_saves_what_arrived_with_the_validator_for_a_resume(tmp_path: Path) -> None:
+    data = pattern_bytes(FLUSH_BYTES + 5000, seed=1)
+    final = tmp_path / "file.bin"
+    part = new_part(final)
+    await part.start(0)
+    await write_all(part, data)  # one batch on disk or in flight, the rest buffered
+    part.keep()
+    assert not final.exists()
+    assert (tmp_path / "file.bin.part").read_bytes() == data
+    info = read_resume_info(final)
+    assert info == ResumeInfo(size=len(data), url=URL, etag='"v1"', last_modified=None)
+    assert info.validator == '"v1"'
+    part.keep()  # idempotent
+
+
+async def test_keep_before_any_disk_write_still_saves_the_buffer(tmp_path: Path) -> None:
+    final = tmp_path / "small.bin"
+    part = new_part(final)
+    await part.start(0)
+    await part.write(b"abc")
+    part.keep()
+    assert (tmp_path / "small.bin.part").read_bytes() == b"abc"
+
+
+async def test_discard_removes_part_and_sidecar(tmp_path: Path) -> None:
+    final = tmp_path / "file.bin"
+    part = new_part(final)
+    await part.start(0)
+    await write_all(part, pattern_bytes(2 * FLUSH_BYTES, seed=2))
+    part.discard()
+    assert files_under(tmp_path) == set()
+
+
+async def test_appending_hashes_the_existing_prefix(tmp_path: Path) -> None:
+    data = pattern_bytes(2 * FLUSH_BYTES + 7, seed=3)
+    final = tmp_path / "file.bin"
+    (tmp_path / "file.bin.part").write_bytes(data[:1000])
+    part = new_part(final)
+    await part.start(1000)
+    await write_all(part, data[1000:])
+    digest = await part.commit(expected_size=len(data), expected_sha256=None)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert final.read_bytes() == data
+
+
+async def test_appending_to_a_part_of_another_size_is_a_write_error(tmp_path: Path) -> None:
+    final = tmp_path / "file.bin"
+    (tmp_path / "file.bin.part").write_bytes(b"12345")
+    part = new_part(final)
+    with pytest.raises(WriteError):
+        await part.start(3)
+
+
+async def test_wrong_size_deletes_the_data(tmp_path: Path) -> None:
+    final = tmp_path / "file.bin"
+    part = new_part(final)
+    await part.start(0)
+    await part.write(b"short")
+    with pytest.raises(IntegrityError, match="received 5 bytes, server announced 6"):
+        await part.commit(expected_size=6, expected_sha256=None)
+    assert files_under(tmp_path) == set()
+
+
+@pytest.mark.parametrize("size", [100, 3 * FLUSH_BYTES])
+async def test_sha256_mismatch_leaves_nothing_under_the_name(tmp_path: Path, size: int) -> None:
+    final = tmp_path / "file.bin"
+    final_data = pattern_bytes(size, seed=4)
+    part = new_part(final)
+    await part.start(0)
+    await write_all(part, final_data)
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        await part.commit(expected_size=size, expected_sha256="0" * 64)
+    assert files_under(tmp_path) == set()
+
+
+async def test_without_remember_no_sidecar_is_written(tmp_path: Path) -> None:
+    final = tmp_path / "file.bin"
+    part = new_part(final, remember=False)
+    await part.start(0)
+    await part.write(b"abc")
+    part.keep()
+    assert files_under(tmp_path) == {"file.bin.part"}
+    assert read_resume_info(final) == ResumeInfo(3, None, None, None)
+
+
+def test_resume_info_prefers_a_strong_etag_then_last_modified(tmp_path: Path) -> None:
+    final = tmp_path / "f"
+    assert read_resume_info(final) is None
+    (tmp_path / "f.part").write_bytes(b"12")
+    meta = tmp_path / "f.part.meta"
+    meta.write_text(json.dumps({"url": URL, "etag": 'W/"weak"', "last_modified": "Tue"}))
+    info = read_resume_info(final)
+    assert info is not None
+    assert info.size == 2
+    assert info.validator == "Tue"
+    meta.write_text(json.dumps({"url": URL, "etag": '"strong"', "last_modified": "Tue"}))
+    assert read_resume_info(final) == ResumeInfo(2, URL, '"strong"', "Tue")
+    meta.write_text("not json [")
+    assert read_resume_info(final) == ResumeInfo(2, None, None, None)
+    meta.write_text("[1, 2]")
+    assert read_resume_info(final) == ResumeInfo(2, None, None, None)
+
+
+async def test_sub_folders_are_created(tmp_path: Path) -> None:
+    final = tmp_path / "a" / "b" / "c.bin"
+    part = new_part(final)
+    await part.start(0)
+    await part.write(b"x")
+    await part.commit(expected_size=1, expected_sha256=None)
+    assert files_under(tmp_path) == {"a/b/c.bin"}
+
+
+async def test_an_unwritable_folder_is_a_write_error(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_bytes(b"a file, not a folder")
+    part = new_part(tmp_path / "blocker" / "x.bin")
+    await part.start(0)
+    await part.write(b"x")
+    with pytest.raises(WriteError):
+        await part.commit(expected_size=None, expected_sha256=None)
