@@ -1,0 +1,6 @@
+"""Worker processes with one event loop each: see :class:`LoopPool`."""
+
+from asyncconc.pool._api import LoopPool
+from asyncconc.pool._kernel import partial_sum, split_range
+
+__all__ = ["LoopPool", "partial_sum", "split_range"]

@@ -1,0 +1,131 @@
+"""Task functions for the pool tests: importable by spawned/forked workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Unpicklable",
+    "add",
+    "async_add",
+    "async_pid",
+    "async_sleep",
+    "boom",
+    "crash_once",
+    "get_initialized",
+    "inc",
+    "init_fail",
+    "init_mark",
+    "kill_self",
+    "make_unpicklable",
+    "pid",
+    "sleep_then",
+    "spin",
+    "square",
+    "touch_and_wait",
+]
+
+_initialized: list[Any] = []
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(a: int, b: int, *, scale: int = 1) -> int:
+    return (a + b) * scale
+
+
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+async def async_sleep(seconds: float, value: Any = None) -> Any:
+    await asyncio.sleep(seconds)
+    return value
+
+
+async def async_pid() -> int:
+    return os.getpid()
+
+
+def pid(_: object = None) -> int:
+    return os.getpid()
+
+
+def sleep_then(seconds: float, value: Any) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def spin(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
+
+
+class TaskFailedError(Exception):
+    pass
+
+
+def _inner_failure(value: int) -> None:
+    raise TaskFailedError(f"bad value {value}")
+
+
+def boom(value: int) -> int:
+    if value == 3:
+        _inner_failure(value)
+    return value
+
+
+class Unpicklable:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+def make_unpicklable() -> Unpicklable:
+    return Unpicklable()
+
+
+def kill_self(marker: str) -> None:
+    """Announce the pid in ``marker`` and SIGKILL the worker."""
+    Path(marker).write_text(str(os.getpid()))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_once(marker: str) -> int:
+    """Die the first time (no ``marker`` yet), succeed when run again."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text(str(os.getpid()))
+        os._exit(3)
+    return os.getpid()
+
+
+def touch_and_wait(marker: str, seconds: float) -> None:
+    """Create ``marker`` (the task started), then block."""
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+
+
+def init_mark(value: Any) -> None:
+    _initialized.append(value)
+
+
+def get_initialized() -> list[Any]:
+    return list(_initialized)
+
+
+def init_fail() -> None:
+    raise RuntimeError("initializer refused")
