@@ -32,6 +32,7 @@ _COMMAND_MODULES = (
     "asyncconc.downloader._cli",
     "asyncconc.testing._cli",
     "asyncconc._demo",
+    "asyncconc.pool._cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]
