@@ -38,6 +38,7 @@ from asyncconc.downloader import (
     download,
     parse_url_list,
 )
+from asyncconc.pool import LoopPool, partial_sum, split_range
 
 __version__ = "0.1.0"
 
@@ -60,6 +61,7 @@ __all__ = [
     "IntegrityError",
     "InvalidAmountError",
     "InvalidURLError",
+    "LoopPool",
     "PicklingError",
     "PoolClosedError",
     "PoolError",
@@ -70,5 +72,7 @@ __all__ = [
     "WriteError",
     "download",
     "parse_url_list",
+    "partial_sum",
     "run",
+    "split_range",
 ]
