@@ -26,6 +26,7 @@ from asyncconc._errors import (
     WriteError,
 )
 from asyncconc._runner import run
+from asyncconc.account import Account, UnsafeAccount
 from asyncconc.downloader import (
     Downloader,
     DownloaderOptions,
@@ -38,11 +39,13 @@ from asyncconc.downloader import (
     download,
     parse_url_list,
 )
+from asyncconc.pingpong import ping_pong, ping_pong_processes, ping_pong_processes_broken
 from asyncconc.pool import LoopPool, partial_sum, split_range
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Account",
     "AccountError",
     "AsyncConcError",
     "ClosedError",
@@ -67,12 +70,16 @@ __all__ = [
     "PoolError",
     "RedirectError",
     "TaskTimeoutError",
+    "UnsafeAccount",
     "UsageError",
     "WorkerCrashedError",
     "WriteError",
     "download",
     "parse_url_list",
     "partial_sum",
+    "ping_pong",
+    "ping_pong_processes",
+    "ping_pong_processes_broken",
     "run",
     "split_range",
 ]
