@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "TaskFailedError",
     "Unpicklable",
     "add",
+    "announce",
+    "announce_then_sleep",
+    "async_announce_then_sleep",
     "async_add",
     "async_pid",
     "async_sleep",
@@ -25,6 +30,7 @@ __all__ = [
     "kill_self",
     "make_unpicklable",
     "pid",
+    "running_loop_module",
     "sleep_then",
     "spin",
     "square",
@@ -129,3 +135,26 @@ def get_initialized() -> list[Any]:
 
 def init_fail() -> None:
     raise RuntimeError("initializer refused")
+
+
+def announce(port: int) -> int:
+    """Tell the test (listening on 127.0.0.1:``port``) this worker's pid."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(str(os.getpid()).encode())
+    return os.getpid()
+
+
+def announce_then_sleep(port: int, seconds: float) -> int:
+    announce(port)
+    time.sleep(seconds)
+    return os.getpid()
+
+
+async def async_announce_then_sleep(port: int, seconds: float) -> int:
+    announce(port)
+    await asyncio.sleep(seconds)
+    return os.getpid()
+
+
+async def running_loop_module() -> str:
+    return type(asyncio.get_running_loop()).__module__
