@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from types import TracebackType
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # no types-psutil in the type extra
 
 __all__ = ["Beacon", "wait_gone"]
 
@@ -52,7 +52,8 @@ class Beacon:
 
 def _gone(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        status: str = psutil.Process(pid).status()
+        return status == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
 

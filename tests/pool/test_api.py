@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # no types-psutil in the type extra
 import pytest
 
 from asyncconc import (
@@ -137,7 +137,7 @@ async def test_map_yields_results_before_the_failing_item(pool: LoopPool) -> Non
 
 async def test_unpicklable_argument_raises_pickling_error_naming_function(pool: LoopPool) -> None:
     with pytest.raises(PicklingError, match="inc"):
-        await pool.submit(_tasks.inc, threading.Lock())  # type: ignore[arg-type]
+        await pool.submit(_tasks.inc, threading.Lock())  # type: ignore[call-overload]
     assert await pool.submit(_tasks.inc, 1) == 2
 
 
