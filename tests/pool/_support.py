@@ -53,7 +53,7 @@ class Beacon:
 def _gone(pid: int) -> bool:
     try:
         status: str = psutil.Process(pid).status()
-        return status == psutil.STATUS_ZOMBIE
+        return bool(status == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
