@@ -91,6 +91,12 @@ class DownloadRequest:
 
 def url_problem(url: str) -> str | None:
     """Why ``url`` cannot be downloaded, or ``None`` if it can."""
+    if not url.isascii():
+        try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:
+            # Lone surrogates: bytes that were not UTF-8 (stdin, surrogateescape).
+            return f"invalid URL {url!r}: not valid UTF-8 text"
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError for a bad port

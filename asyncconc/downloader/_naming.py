@@ -35,7 +35,9 @@ META_SUFFIX = ".part.meta"
 # suffix, so the temporary and renamed names also fit the limit.
 _RESERVED_BYTES = len(META_SUFFIX) + 8
 _NAME_MAX = 255
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]|[\x80-\x9f]")
+# Separators, C0/C1 controls, and lone surrogates (undecodable input bytes,
+# which could not even be encoded into a file name).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]|[\x80-\x9f]|[\ud800-\udfff]")
 # One ``; name=value`` parameter; the value a quoted-string or a bare run.
 _CD_PARAM = re.compile(r';\s*([^\s;=]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[1-9]|lpt[1-9])(\..*)?$", re.IGNORECASE)

@@ -67,6 +67,15 @@ def test_invalid_lines_carry_their_line_number_and_reason(line: str, words: str)
     assert request.line == 2
 
 
+def test_undecodable_bytes_make_a_line_invalid_not_a_crash() -> None:
+    # Bytes that were not UTF-8 arrive as lone surrogates (surrogateescape).
+    (bad_url, bad_name) = parse_url_list(["http://h/a\udcff.bin", "http://h/b.bin n\udcfe.bin"])
+    assert bad_url.problem is not None
+    assert "not valid UTF-8" in bad_url.problem
+    assert bad_name.problem is None
+    assert bad_name.name == PurePosixPath("n_.bin")
+
+
 def test_from_url_validates_like_a_line() -> None:
     assert DownloadRequest.from_url("http://h/x").problem is None
     assert DownloadRequest.from_url("HTTPS://H/x").problem is None

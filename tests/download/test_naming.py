@@ -239,7 +239,13 @@ def test_names_with_nothing_usable_are_empty(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("a\x00b", "a_b"), ("a/b\\c", "a_b_c"), ("tab\there\n", "tab_here_"), ("\x1b[31m", "_[31m")],
+    [
+        ("a\x00b", "a_b"),
+        ("a\udcffb", "a_b"),
+        ("a/b\\c", "a_b_c"),
+        ("tab\there\n", "tab_here_"),
+        ("\x1b[31m", "_[31m"),
+    ],
 )
 def test_separators_and_control_characters_are_replaced(name: str, expected: str) -> None:
     assert sanitize_component(name) == expected
