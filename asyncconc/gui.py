@@ -78,7 +78,6 @@ from asyncconc.downloader import (
     DownloadFinished,
     DownloadProgress,
     DownloadResult,
-    DownloadStarted,
     download,
 )
 
@@ -352,7 +351,6 @@ class DownloadWindow:
         self.results: list[DownloadResult] | None = None
         self.files_done = 0
         self.bytes_done = 0
-        self._bytes_total = 0
         self._closing = False
 
         self.status = tkinter.StringVar(self.root, value=f"{len(self.urls)} files to download")
@@ -376,6 +374,8 @@ class DownloadWindow:
         if self.task is not None and not self.task.done():
             return
         self.download_button.config(state=tkinter.DISABLED)
+        self.files_done = self.bytes_done = 0
+        self.results = None
         self.task = self.bridge.spawn(self._download())
 
     def show_about(self) -> None:
@@ -400,9 +400,7 @@ class DownloadWindow:
     # --- the coroutine -----------------------------------------------------------
 
     def _event(self, event: DownloadEvent) -> None:
-        if isinstance(event, DownloadStarted) and event.total:
-            self._bytes_total += event.total
-        elif isinstance(event, DownloadProgress):
+        if isinstance(event, DownloadProgress):
             self.bytes_done += event.nbytes
         elif isinstance(event, DownloadFinished):
             self.files_done += 1

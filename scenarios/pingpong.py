@@ -47,7 +47,7 @@ def play(name: str, game: Game, n: int, *, echo: bool) -> Row:
     if echo:
         print()
     counts = Counter(words)
-    tally = " + ".join(f"{w} x{c}" for w, c in counts.items()) or "nothing"
+    tally = " + ".join(f"{w} x{c}" for w, c in sorted(counts.items())) or "nothing"
     if len(words) == n and _alternates(words):
         verdict = f"{len(words)} words, strictly alternating"
     else:

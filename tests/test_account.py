@@ -10,8 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asyncconc import AccountError, InsufficientFundsError, InvalidAmountError
-from asyncconc.account import Account, UnsafeAccount
+from asyncconc import (
+    Account,
+    AccountError,
+    InsufficientFundsError,
+    InvalidAmountError,
+    UnsafeAccount,
+)
 
 
 async def yield_once() -> None:

@@ -9,8 +9,12 @@ from collections import Counter
 import psutil  # type: ignore[import-untyped]  # no types-psutil in the type extra
 import pytest
 
-from asyncconc import WorkerCrashedError
-from asyncconc.pingpong import ping_pong, ping_pong_processes, ping_pong_processes_broken
+from asyncconc import (
+    WorkerCrashedError,
+    ping_pong,
+    ping_pong_processes,
+    ping_pong_processes_broken,
+)
 
 
 class WatchedStream(io.StringIO):
