@@ -1,0 +1,982 @@
+"""Download benchmark: asyncconc side by side with aria2c, curl, wget2 and threads.
+
+Usage (from the repository root)::
+
+    python benchmarks/download.py                      # all sets, full sizes, 3 repeats
+    python benchmarks/download.py --quick --repeat 1   # smoke run, seconds
+    python benchmarks/download.py --sets small --tools asyncconc,curl --repeat 5
+
+Three data sets, generated deterministically (seeded) in ``--workdir`` and
+served over loopback:
+
+=========  ===================  ==============================================
+small      2000 x 16 KiB        files/s: per-request and per-file overhead
+large      4 x 256 MiB          MB/s: the byte path (read, hash, write)
+latency    400 x 64 KiB         every response delayed 100 ms; at -j 16 the
+                                ideal wall time is 400 / 16 * 0.1 s = 2.5 s
+=========  ===================  ==============================================
+
+Servers. ``small`` and ``large`` are served by nginx when it is installed
+(``apt-get install nginx``; ``--install-missing`` does it): one worker,
+``sendfile on``, ``access_log off``, keep-alive without a request cap, a
+config written into the workdir, a free port on 127.0.0.1. nginx cannot wait
+before answering without third-party modules (``echo_sleep`` is in the echo
+module; ``limit_rate``/``limit_req`` throttle bytes or request *rates*, not
+a fixed per-request delay), so the ``latency`` set is served by
+``asyncconc.testing.serve_files(root, delay=0.1)`` in a subprocess (uvloop
+when installed): 160 responses/s of 64 KiB is far below what it can do, so
+the delay, not the server, sets the pace. Without nginx every set falls back
+to that aiohttp server; the output always names the server used.
+
+Measurements. Each tool runs as a subprocess under GNU ``/usr/bin/time``:
+wall time is measured here around the whole run (start-up included); CPU
+seconds are user + sys of the tool and the children it waited for; peak
+memory is the tool's max RSS (every tool here is a single process, threads
+included). ``/usr/bin/time`` is used rather than ``wait4`` from this
+process because Linux folds the *parent's* peak RSS into a child's
+``ru_maxrss`` at ``exec`` (``exec_mmap``), which would inflate every number
+by this harness's own size. Every file is verified (size and sha256) after
+each run, then the output folder is deleted and ``sync`` is called, so one
+tool's write-back does not land in the next one's run.
+
+Noise. The machine is shared; absolute numbers swing between runs, so tools
+are run in a rotating order in every repeat, the reported run per tool is
+the median (``--pick best`` for the fastest) and the min-max wall spread is
+printed. Ratios between tools in the same invocation are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KIB = 1024
+MIB = 1024 * KIB
+MB = 1_000_000
+GEN_BLOCK = 4 * MIB
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_TOOLS = ("asyncconc", "asyncconc-asyncio", "aria2c", "curl", "wget2", "threads")
+ALL_SETS = ("small", "large", "latency")
+
+
+# -- data sets -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetSpec:
+    """One data set: ``count`` files of ``size`` bytes, served after ``delay`` s."""
+
+    name: str
+    count: int
+    size: int
+    delay: float = 0.0
+    timeout: float = 300.0
+
+    @property
+    def total_bytes(self) -> int:
+        return self.count * self.size
+
+    def ideal_seconds(self, jobs: int) -> float | None:
+        """The wall time a perfect client needs, when the delay dominates."""
+        if not self.delay:
+            return None
+        return -(-self.count // jobs) * self.delay
+
+    def describe(self) -> str:
+        size = f"{self.size // MIB} MiB" if self.size >= MIB else f"{self.size // KIB} KiB"
+        extra = f", {self.delay * 1000:.0f} ms server delay" if self.delay else ""
+        return f"{self.count} x {size} = {self.total_bytes / MIB:.1f} MiB{extra}"
+
+
+FULL_SETS = {
+    "small": SetSpec("small", 2000, 16 * KIB, timeout=180),
+    "large": SetSpec("large", 4, 256 * MIB, timeout=300),
+    "latency": SetSpec("latency", 400, 64 * KIB, delay=0.1, timeout=120),
+}
+QUICK_SETS = {
+    "small": SetSpec("small", 200, 16 * KIB, timeout=60),
+    "large": SetSpec("large", 2, 32 * MIB, timeout=60),
+    "latency": SetSpec("latency", 64, 64 * KIB, delay=0.1, timeout=60),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpec:
+    name: str
+    size: int
+    sha256: str
+
+
+def _file_name(spec: SetSpec, index: int) -> str:
+    width = len(str(spec.count - 1))
+    return f"{spec.name[0]}{index:0{width}d}.bin"
+
+
+def _generate_file(path: Path, size: int, seed: str) -> str:
+    """Write ``size`` seeded pseudo-random bytes to ``path``; return the sha256.
+
+    Written in 4 MiB blocks so a 256 MiB file never sits in memory.
+    """
+    rng = random.Random(seed)
+    digest = hashlib.sha256()
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        left = size
+        while left > 0:
+            block = rng.randbytes(min(GEN_BLOCK, left))
+            digest.update(block)
+            fh.write(block)
+            left -= len(block)
+    tmp.replace(path)
+    return digest.hexdigest()
+
+
+def prepare_set(spec: SetSpec, data_root: Path) -> list[FileSpec]:
+    """Generate (or reuse) the files of ``spec`` under ``data_root/spec.name``.
+
+    A ``manifest.json`` records every name, size and sha256; files are reused
+    when the manifest matches the spec and every file has its size.
+    """
+    folder = data_root / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "manifest.json"
+    key = {"count": spec.count, "size": spec.size, "generator": "random.Random(set-index)"}
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        saved = json.loads(manifest.read_text())
+        if saved["key"] == key:
+            files = [FileSpec(**f) for f in saved["files"]]
+            if all(_size_or_none(folder / f.name) == f.size for f in files):
+                return files
+    files = []
+    for index in range(spec.count):
+        name = _file_name(spec, index)
+        digest = _generate_file(folder / name, spec.size, f"{spec.name}-{index}")
+        files.append(FileSpec(name, spec.size, digest))
+    manifest.write_text(json.dumps({"key": key, "files": [dataclasses.asdict(f) for f in files]}))
+    return files
+
+
+def _size_or_none(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+# -- servers ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    base_url: str
+    description: str
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + 10.0
+    for _ in range(200):  # bounded: 200 x 50 ms
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {_tail(log)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within 10 s: {_tail(log)}")
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+NGINX_CONF = """\
+{user}worker_processes {workers};
+daemon off;
+master_process on;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 60s;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path {work}/nginx-tmp/body;
+    proxy_temp_path {work}/nginx-tmp/proxy;
+    fastcgi_temp_path {work}/nginx-tmp/fastcgi;
+    uwsgi_temp_path {work}/nginx-tmp/uwsgi;
+    scgi_temp_path {work}/nginx-tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{ }}
+    }}
+}}
+"""
+
+
+def nginx_version(nginx: str) -> str:
+    out = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=10, check=False)
+    return (out.stderr or out.stdout).strip().rpartition("/")[2] or "?"
+
+
+@contextlib.contextmanager
+def run_nginx(nginx: str, root: Path, work: Path, workers: int) -> Iterator[Server]:
+    """nginx serving ``root`` on a free loopback port, stopped on exit."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "nginx-tmp").mkdir(exist_ok=True)
+    log = work / "nginx-error.log"
+    for _attempt in range(3):  # the free port may be taken before nginx binds it
+        port = free_port()
+        conf = work / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(
+                user="user root;\n" if os.geteuid() == 0 else "",
+                workers=workers,
+                work=work,
+                port=port,
+                root=root,
+            )
+        )
+        cmd = [nginx, "-p", str(work), "-e", str(log), "-c", str(conf)]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            _wait_listening(port, proc, "nginx", log)
+        except RuntimeError:
+            _stop(proc, signal.SIGQUIT)
+            if _attempt == 2:
+                raise
+            continue
+        try:
+            desc = (
+                f"nginx {nginx_version(nginx)} ({workers} worker{'s' if workers > 1 else ''}, "
+                "sendfile on, access_log off)"
+            )
+            yield Server(f"http://127.0.0.1:{port}", desc)
+        finally:
+            _stop(proc, signal.SIGQUIT)  # graceful: finish, then exit
+        return
+
+
+@contextlib.contextmanager
+def run_python_server(python: str, root: Path, work: Path, delay: float) -> Iterator[Server]:
+    """asyncconc.testing.serve_files(root, delay) in a subprocess."""
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / f"pyserver-{delay:g}.log"
+    for _attempt in range(3):
+        port = free_port()
+        cmd = [python, __file__, "_serve", str(root), "--port", str(port), "--delay", str(delay)]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        try:
+            _wait_listening(port, proc, "the aiohttp server", log)
+        except RuntimeError:
+            _stop(proc)
+            if _attempt == 2:
+                raise
+            continue
+        try:
+            loop = "uvloop" if _has_module(python, "uvloop") else "asyncio"
+            desc = f"aiohttp (asyncconc.testing.serve_files, delay={delay:g} s, {loop})"
+            yield Server(f"http://127.0.0.1:{port}", desc)
+        finally:
+            _stop(proc)
+        return
+
+
+def _has_module(python: str, module: str) -> bool:
+    code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    return subprocess.run([python, "-c", code], timeout=30, check=False).returncode == 0
+
+
+def serve_main(argv: Sequence[str]) -> int:
+    """Internal: ``download.py _serve ROOT --port N --delay S`` (the aiohttp server)."""
+    parser = argparse.ArgumentParser(prog="download.py _serve")
+    parser.add_argument("root")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args(argv)
+
+    import asyncio
+
+    from asyncconc.testing import serve_files
+
+    async def serve() -> None:
+        async with serve_files(args.root, port=args.port, delay=args.delay):
+            await asyncio.Event().wait()  # until SIGTERM
+
+    try:
+        import uvloop
+
+        runner: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    except ImportError:
+        runner = asyncio.new_event_loop
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with asyncio.Runner(loop_factory=runner) as loop_runner:
+        loop_runner.run(serve())
+    return 0
+
+
+def run_from_main(argv: Sequence[str]) -> int:
+    """Internal: ``download.py _run_from DIR ARGS...`` runs ``python -m asyncconc ARGS``
+    with the package imported from ``DIR/asyncconc`` (a patched copy, ``--variant``).
+
+    A setuptools editable install resolves ``asyncconc`` through a meta-path
+    finder that wins over ``sys.path``, so that finder is dropped here.
+    """
+    import runpy
+
+    source = str(Path(argv[0]).resolve())
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+    sys.path.insert(0, source)
+    sys.argv = ["asyncconc", *argv[1:]]
+    import asyncconc
+
+    where = str(Path(asyncconc.__file__ or "?").resolve())
+    if not where.startswith(source):
+        print(f"error: asyncconc was imported from {where}, not {source}", file=sys.stderr)
+        return 2
+    runpy.run_module("asyncconc", run_name="__main__", alter_sys=True)
+    return 0  # not reached: asyncconc's __main__ exits
+
+
+# -- the thread-per-download client ---------------------------------------------
+
+
+def threads_main(argv: Sequence[str]) -> int:
+    """Internal: ``download.py _threads URLS DIR -j N``.
+
+    The classic approach: ThreadPoolExecutor + urllib.request.urlopen +
+    shutil.copyfileobj (64 KiB reads), one connection per request (urllib
+    does not keep connections alive). Exit 1 if any download failed.
+    """
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    parser = argparse.ArgumentParser(prog="download.py _threads")
+    parser.add_argument("urls")
+    parser.add_argument("dest")
+    parser.add_argument("-j", type=int, default=16)
+    args = parser.parse_args(argv)
+    pairs = [line.split()[:2] for line in Path(args.urls).read_text().splitlines() if line]
+    dest = Path(args.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+
+    def one(pair: list[str]) -> bool:
+        url, name = pair
+        try:
+            with urllib.request.urlopen(url, timeout=30) as resp, open(dest / name, "wb") as fh:
+                shutil.copyfileobj(resp, fh)
+        except OSError as exc:
+            print(f"failed: {url}: {exc}", file=sys.stderr)
+            return False
+        return True
+
+    with ThreadPoolExecutor(args.j) as pool:
+        ok = all(list(pool.map(one, pairs)))
+    return 0 if ok else 1
+
+
+# -- tools -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What a tool needs for one run: the files, where to put them, how many at once."""
+
+    urls: list[tuple[str, str]]  # (url, output name)
+    dest: Path
+    inputs: Path  # a folder for the tool's own input file
+    jobs: int
+    python: str
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _plain_list(job: Job) -> Path:
+    text = "".join(f"{url} {name}\n" for url, name in job.urls)
+    return _write(job.inputs / "urls.txt", text)
+
+
+def cmd_asyncconc(loop: str, source: str | None = None) -> Callable[[Job], list[str]]:
+    """The asyncconc CLI; from a copy of the package in ``source`` if given (``--variant``)."""
+    launcher = ["-m", "asyncconc"] if source is None else [__file__, "_run_from", source]
+
+    def build(job: Job) -> list[str]:
+        urls = _plain_list(job)
+        return [job.python, *launcher, "download", str(urls), "-o", str(job.dest),
+                "-j", str(job.jobs), "-q", "--loop", loop]  # fmt: skip
+
+    return build
+
+
+def cmd_aria2c(job: Job) -> list[str]:
+    # One connection per file (-x1 -s1), like every other tool here.
+    text = "".join(f"{url}\n  out={name}\n" for url, name in job.urls)
+    inputs = _write(job.inputs / "aria2.txt", text)
+    return ["aria2c", "-i", str(inputs), "-d", str(job.dest), "-j", str(job.jobs),
+            "-x1", "-s1", "--file-allocation=none", "--allow-overwrite=true",
+            "--auto-file-renaming=false", "--console-log-level=error", "--summary-interval=0",
+            "--deferred-input=true", "--no-conf", "-q"]  # fmt: skip
+
+
+def cmd_curl(job: Job) -> list[str]:
+    lines = [f'url = "{url}"\noutput = "{job.dest / name}"\n' for url, name in job.urls]
+    inputs = _write(job.inputs / "curl.cfg", "".join(lines))
+    return ["curl", "--parallel", "--parallel-max", str(job.jobs), "--silent", "--show-error",
+            "--fail", "--config", str(inputs)]  # fmt: skip
+
+
+def cmd_wget2(job: Job) -> list[str]:
+    # Names are the last URL segment, so -nd -P DIR gives the expected names.
+    text = "".join(f"{url}\n" for url, _ in job.urls)
+    inputs = _write(job.inputs / "wget2.txt", text)
+    return ["wget2", "--no-config", "--max-threads", str(job.jobs), "-nd", "-P", str(job.dest),
+            "-i", str(inputs), "--quiet", "--progress=none", "--no-hsts", "--no-netrc",
+            "--no-robots", "--no-tcp-fastopen"]  # fmt: skip
+
+
+def cmd_threads(job: Job) -> list[str]:
+    urls = _plain_list(job)
+    return [job.python, __file__, "_threads", str(urls), str(job.dest), "-j", str(job.jobs)]
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    build: Callable[[Job], list[str]]
+    needs: str  # an executable, "python:MODULE", or "asyncconc@DIR" for a variant
+    peer: bool  # compared against asyncconc in the ratios
+
+
+TOOLS = {
+    "asyncconc": Tool("asyncconc", cmd_asyncconc("auto"), "python:asyncconc", False),
+    "asyncconc-asyncio": Tool(
+        "asyncconc-asyncio", cmd_asyncconc("asyncio"), "python:asyncconc", False
+    ),
+    "aria2c": Tool("aria2c", cmd_aria2c, "aria2c", True),
+    "curl": Tool("curl", cmd_curl, "curl", True),
+    "wget2": Tool("wget2", cmd_wget2, "wget2", True),
+    "threads": Tool("threads", cmd_threads, "python:urllib", True),
+}
+
+
+def tool_problem(tool: Tool, python: str) -> str | None:
+    """Why ``tool`` cannot run here, or ``None``."""
+    if tool.needs == "python:asyncconc" or tool.needs.startswith("asyncconc@"):
+        source = tool.needs.partition("@")[2]
+        launcher = [__file__, "_run_from", source] if source else ["-m", "asyncconc"]
+        check = [python, *launcher, "download", "--help"]
+        try:
+            out = subprocess.run(check, capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"cannot run {python}: {exc}"
+        if out.returncode != 0:
+            last = (out.stderr.strip().splitlines() or ["?"])[-1]
+            return f"'{' '.join(check[1:])}' failed: {last}"
+        return None
+    if tool.needs.startswith("python:"):
+        return None
+    if shutil.which(tool.needs) is None:
+        return f"{tool.needs} is not installed"
+    return None
+
+
+# -- measuring one run -----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Run:
+    tool: str
+    set: str
+    repeat: int
+    wall: float
+    cpu_user: float
+    cpu_sys: float
+    peak_kib: int
+    returncode: int
+    timed_out: bool
+    ok_files: int
+    bad: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    log_tail: str = ""
+
+    @property
+    def cpu(self) -> float:
+        return self.cpu_user + self.cpu_sys
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_kib / 1024
+
+    @property
+    def verified(self) -> bool:
+        return not self.bad and self.returncode == 0 and not self.timed_out
+
+
+TIME = "/usr/bin/time"
+
+
+def measure(
+    cmd: list[str], timeout: float, log: Path
+) -> tuple[float, float, float, int, int, bool]:
+    """Run ``cmd``; (wall, user, sys, max RSS KiB, returncode, timed out)."""
+    stats = log.with_suffix(".time")
+    stats.unlink(missing_ok=True)
+    timed = [TIME, "-f", "%U %S %M %x", "-o", str(stats), "--", *cmd]
+    with log.open("wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            timed, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
+        timed_out = False
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        wall = time.perf_counter() - start
+    user = system = 0.0
+    peak = 0
+    code = proc.returncode
+    with contextlib.suppress(OSError, ValueError):
+        fields = stats.read_text().split()[-4:]
+        user, system, peak, code = (
+            float(fields[0]),
+            float(fields[1]),
+            int(fields[2]),
+            int(fields[3]),
+        )
+    return wall, user, system, peak, code, timed_out
+
+
+def verify(dest: Path, files: list[FileSpec]) -> tuple[int, list[str], list[str]]:
+    """(files that match, problems, unexpected files) for ``dest``."""
+    ok = 0
+    bad: list[str] = []
+    for spec in files:
+        path = dest / spec.name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            bad.append(f"{spec.name}: missing")
+            continue
+        if size != spec.size:
+            bad.append(f"{spec.name}: {size} bytes, expected {spec.size}")
+            continue
+        with path.open("rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        if digest != spec.sha256:
+            bad.append(f"{spec.name}: sha256 mismatch")
+            continue
+        ok += 1
+    wanted = {f.name for f in files}
+    extra = sorted(p.name for p in dest.iterdir() if p.name not in wanted) if dest.exists() else []
+    return ok, bad, extra
+
+
+def clean(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    os.sync()  # write-back of this run must not land in the next one
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    with contextlib.suppress(OSError):
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    return ""
+
+
+def run_tool(
+    tool: Tool, spec: SetSpec, files: list[FileSpec], server: Server, work: Path, args: Namespace
+) -> Run:
+    dest = work / "out" / tool.name
+    inputs = work / "inputs" / f"{spec.name}-{tool.name}"
+    clean(dest)
+    inputs.mkdir(parents=True, exist_ok=True)
+    urls = [(f"{server.base_url}/{f.name}", f.name) for f in files]
+    job = Job(urls, dest, inputs, args.jobs, args.python)
+    cmd = tool.build(job)
+    if tool.name != "threads":
+        dest.mkdir(parents=True, exist_ok=True)
+    log = work / "logs" / f"{spec.name}-{tool.name}-{args.current_repeat}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    timeout = args.timeout or spec.timeout
+    wall, user, system, peak, code, timed_out = measure(cmd, timeout, log)
+    ok, bad, extra = verify(dest, files)
+    run = Run(
+        tool.name,
+        spec.name,
+        args.current_repeat,
+        wall,
+        user,
+        system,
+        peak,
+        code,
+        timed_out,
+        ok,
+        bad,
+        extra,
+    )
+    if not run.verified:
+        run.log_tail = _tail(log)
+    clean(dest)
+    return run
+
+
+# -- reporting -------------------------------------------------------------------
+
+
+class Namespace(argparse.Namespace):
+    sets: list[str]
+    tools: list[str]
+    quick: bool
+    workdir: Path
+    repeat: int
+    pick: str
+    jobs: int
+    timeout: float | None
+    python: str
+    server: str
+    nginx_workers: int
+    install_missing: bool
+    json: Path | None
+    variant: list[str]
+    baseline: str
+    current_repeat: int
+
+
+@dataclass(slots=True)
+class Summary:
+    """The picked run of one tool on one set, and the spread of its repeats."""
+
+    run: Run
+    walls: list[float]
+    failures: int
+
+    @property
+    def wall_range(self) -> str:
+        return f"{min(self.walls):.2f}-{max(self.walls):.2f}"
+
+
+def summarise(runs: list[Run], pick: str) -> Summary:
+    good = [r for r in runs if r.verified]
+    pool = good or runs
+    ordered = sorted(pool, key=lambda r: r.wall)
+    chosen = ordered[0] if pick == "best" else ordered[(len(ordered) - 1) // 2]
+    return Summary(chosen, [r.wall for r in pool], len(runs) - len(good))
+
+
+def set_table(spec: SetSpec, summaries: dict[str, Summary], jobs: int) -> list[str]:
+    ideal = spec.ideal_seconds(jobs)
+    head = f"{'tool':<18} {'wall s':>7} {'(min-max)':>11} {'files/s':>8} {'MB/s':>8} "
+    head += f"{'CPU s':>6} {'usr+sys':>11} {'peak MiB':>8}"
+    head += f" {'wall/ideal':>10}" if ideal else ""
+    head += "  verified"
+    lines = [head]
+    for name, s in summaries.items():
+        r = s.run
+        files_s = spec.count / r.wall
+        mb_s = spec.total_bytes / MB / r.wall
+        line = f"{name:<18} {r.wall:>7.2f} {s.wall_range:>11} {files_s:>8.0f} {mb_s:>8.1f} "
+        line += f"{r.cpu:>6.2f} {f'{r.cpu_user:.2f}+{r.cpu_sys:.2f}':>11} {r.peak_mib:>8.1f}"
+        line += f" {r.wall / ideal:>10.2f}" if ideal else ""
+        status = f"{r.ok_files}/{spec.count}"
+        if r.timed_out:
+            status += " TIMEOUT"
+        elif r.returncode:
+            status += f" exit {r.returncode}"
+        if s.failures:
+            status += f" ({s.failures} failed run{'s' if s.failures > 1 else ''})"
+        if r.extra:
+            status += f" +{len(r.extra)} extra: {', '.join(r.extra[:3])}"
+        lines.append(line + "  " + status)
+    return lines
+
+
+def ratio_lines(
+    spec: SetSpec, summaries: dict[str, Summary], jobs: int, baseline: str
+) -> list[str]:
+    """``baseline`` against each peer (and other asyncconc runs), by the set's measure.
+
+    small: files/s ratio; large: MB/s ratio (both = peer wall / our wall, as
+    every tool moves the same files); latency: wall / ideal; every set: CPU
+    and peak memory. Above 1.00x means asyncconc is faster (or uses more
+    CPU/memory, for those two lines).
+    """
+    ours = summaries.get(baseline)
+    if ours is None:
+        return []
+    r = ours.run
+    peers = [(n, s) for n, s in summaries.items() if TOOLS[n].peer]
+    own = [(n, s) for n, s in summaries.items() if not TOOLS[n].peer and n != baseline]
+    lines: list[str] = []
+    unit = {"small": "files/s", "large": "MB/s"}.get(spec.name)
+    if unit:
+        parts = [f"{n} {s.run.wall / r.wall:.2f}x" for n, s in peers]
+        lines.append(f"  {baseline} {unit} / peer {unit}: " + ", ".join(parts))
+        if own:
+            parts = [f"{n} {r.wall / s.run.wall:.2f}x" for n, s in own]
+            lines.append(f"  other asyncconc runs, {unit} / {baseline}: " + ", ".join(parts))
+    ideal = spec.ideal_seconds(jobs)
+    if ideal:
+        parts = [f"{n} {s.run.wall / ideal:.2f}" for n, s in summaries.items()]
+        lines.append(f"  wall / ideal ({ideal:.2f} s): " + ", ".join(parts))
+        parts = [f"{n} {r.wall / s.run.wall:.2f}x" for n, s in peers]
+        lines.append(f"  {baseline} wall / peer wall: " + ", ".join(parts))
+    parts = [f"{n} {r.cpu / s.run.cpu:.2f}x" for n, s in peers if s.run.cpu > 0]
+    lines.append(f"  {baseline} CPU s / peer CPU s: " + ", ".join(parts))
+    parts = [f"{n} {r.peak_mib / s.run.peak_mib:.2f}x" for n, s in peers if s.run.peak_kib]
+    lines.append(f"  {baseline} peak {r.peak_mib:.1f} MiB / peer peak: " + ", ".join(parts))
+    if not r.verified:
+        lines.append(f"  NOTE: the {baseline} run did not verify; ratios are not meaningful")
+    return lines
+
+
+def startup_cost(python: str, work: Path) -> tuple[float, float, float] | None:
+    """Best of 3: (wall, CPU, peak MiB) of starting Python and importing aiohttp + asyncconc."""
+    best: tuple[float, float, float] | None = None
+    log = work / "logs" / "startup.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        cmd = [python, "-c", "import aiohttp, asyncconc.cli"]
+        wall, user, system, peak, code, _ = measure(cmd, 60, log)
+        if code != 0:
+            return None
+        if best is None or wall < best[0]:
+            best = (wall, user + system, peak / 1024)
+    return best
+
+
+# -- main ------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark asyncconc against aria2c, curl, wget2 and a thread pool.",
+    )
+    parser.add_argument(
+        "--sets", default=",".join(ALL_SETS), help="comma list of " + ",".join(ALL_SETS)
+    )
+    parser.add_argument(
+        "--tools", default=",".join(DEFAULT_TOOLS), help="comma list of " + ",".join(TOOLS)
+    )
+    parser.add_argument("--quick", action="store_true", help="reduced sizes (a smoke run)")
+    parser.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "_work")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per tool and set (default 3)")
+    parser.add_argument("--pick", choices=("median", "best"), default="median")
+    parser.add_argument("-j", "--jobs", type=int, default=16, help="concurrency for every tool")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds per run (default: per set)"
+    )
+    parser.add_argument(
+        "--python", default=sys.executable, help="interpreter for asyncconc/threads"
+    )
+    parser.add_argument(
+        "--server",
+        choices=("auto", "nginx", "python"),
+        default="auto",
+        help="server for small/large: nginx when installed (auto)",
+    )
+    parser.add_argument("--nginx-workers", type=int, default=1)
+    parser.add_argument(
+        "--install-missing",
+        action="store_true",
+        help="apt-get install nginx, aria2, curl, wget2 when missing",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write every run as JSON")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="also run asyncconc imported from DIR/asyncconc (a patched copy) as "
+        "'asyncconc[LABEL]'; repeatable",
+    )
+    parser.add_argument(
+        "--baseline",
+        default="asyncconc",
+        help="the tool the ratios compare against the peers (default: asyncconc)",
+    )
+    args = parser.parse_args(argv, namespace=Namespace())
+    args.sets = [s for s in str(args.sets).split(",") if s]
+    args.tools = [t for t in str(args.tools).split(",") if t]
+    for spec in args.variant:
+        label, sep, source = spec.partition("=")
+        if not sep or not label or not (Path(source) / "asyncconc" / "__init__.py").is_file():
+            parser.error(f"--variant {spec!r}: expected LABEL=DIR with DIR/asyncconc/__init__.py")
+        name = f"asyncconc[{label}]"
+        TOOLS[name] = Tool(name, cmd_asyncconc("auto", source), f"asyncconc@{source}", False)
+        args.tools.append(name)
+    for s in args.sets:
+        if s not in ALL_SETS:
+            parser.error(f"unknown set {s!r}")
+    for t in args.tools:
+        if t not in TOOLS:
+            parser.error(f"unknown tool {t!r}")
+    if args.baseline not in args.tools:
+        parser.error(f"--baseline {args.baseline!r} is not among the tools")
+    if args.repeat < 1 or args.jobs < 1:
+        parser.error("--repeat and --jobs must be at least 1")
+    return args
+
+
+def install_missing() -> None:
+    wanted = {"nginx": "nginx", "aria2c": "aria2", "curl": "curl", "wget2": "wget2"}
+    missing = [pkg for exe, pkg in wanted.items() if shutil.which(exe) is None]
+    if not missing:
+        return
+    print(f"installing with apt-get: {' '.join(missing)}", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], env=env, timeout=600, check=False)
+    for pkg in missing:  # one by one: wget2 may not exist on every release
+        subprocess.run(["apt-get", "install", "-y", "-q", pkg], env=env, timeout=600, check=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not os.access(TIME, os.X_OK):
+        print(f"error: {TIME} (GNU time) is needed: apt-get install time", file=sys.stderr)
+        return 2
+    if args.install_missing:
+        install_missing()
+    work: Path = args.workdir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    specs = QUICK_SETS if args.quick else FULL_SETS
+
+    tools: list[Tool] = []
+    for name in args.tools:
+        problem = tool_problem(TOOLS[name], args.python)
+        if problem:
+            print(f"skipping {name}: {problem}")
+        else:
+            tools.append(TOOLS[name])
+    if not tools:
+        print("error: no tool can run", file=sys.stderr)
+        return 2
+
+    nginx = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+    if args.server == "nginx" and nginx is None:
+        print("error: --server nginx but nginx is not installed", file=sys.stderr)
+        return 2
+    use_nginx = nginx is not None and args.server != "python"
+
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(f"concurrency: -j {args.jobs} for every tool; repeats: {args.repeat} ({args.pick} shown)")
+    print(f"tools: {', '.join(_tool_version(t) for t in tools)}")
+    cost = (
+        startup_cost(args.python, work)
+        if any(t.needs == "python:asyncconc" for t in tools)
+        else None
+    )
+    if cost:
+        print(
+            f"python start-up + import aiohttp, asyncconc: {cost[0]:.2f} s wall, "
+            f"{cost[1]:.2f} CPU s, {cost[2]:.1f} MiB (counts on every asyncconc run)"
+        )
+
+    all_runs: list[Run] = []
+    report: dict[str, object] = {"argv": sys.argv, "sets": {}}
+    data_root = work / "data"
+    exit_code = 0
+    for set_name in args.sets:
+        spec = specs[set_name]
+        t0 = time.monotonic()
+        files = prepare_set(spec, data_root)
+        print(f"\n== {set_name}: {spec.describe()} (data ready in {time.monotonic() - t0:.1f} s)")
+        root = data_root / set_name
+        if spec.delay or not use_nginx:
+            server_cm = run_python_server(args.python, root, work / "server", spec.delay)
+        else:
+            assert nginx is not None
+            server_cm = run_nginx(nginx, root, work / "server", args.nginx_workers)
+        runs: dict[str, list[Run]] = {t.name: [] for t in tools}
+        with server_cm as server:
+            print(f"server: {server.description}", flush=True)
+            for rep in range(args.repeat):
+                args.current_repeat = rep
+                shift = rep % len(tools)
+                for tool in tools[shift:] + tools[:shift]:  # rotate the order each repeat
+                    run = run_tool(tool, spec, files, server, work, args)
+                    runs[tool.name].append(run)
+                    all_runs.append(run)
+                    mark = "ok" if run.verified else f"FAILED ({run.log_tail or run.bad[:3]})"
+                    print(f"  run {rep + 1} {tool.name:<18} {run.wall:7.2f} s  {mark}", flush=True)
+        summaries = {name: summarise(rs, args.pick) for name, rs in runs.items()}
+        print()
+        for line in set_table(spec, summaries, args.jobs) + ratio_lines(
+            spec, summaries, args.jobs, args.baseline
+        ):
+            print(line)
+        if any(not s.run.verified for s in summaries.values()):
+            exit_code = 1
+        report["sets"][set_name] = {  # type: ignore[index]
+            "spec": dataclasses.asdict(spec),
+            "server": server.description,
+            "picked": {n: dataclasses.asdict(s.run) for n, s in summaries.items()},
+        }
+    report["runs"] = [dataclasses.asdict(r) for r in all_runs]
+    out = args.json or work / "results.json"
+    out.write_text(json.dumps(report, indent=1))
+    print(f"\nall runs: {out}")
+    return exit_code
+
+
+def _tool_version(tool: Tool) -> str:
+    probes = {"aria2c": ["aria2c", "--version"], "curl": ["curl", "--version"],
+              "wget2": ["wget2", "--version"]}  # fmt: skip
+    probe = probes.get(tool.needs)
+    if probe is None:
+        return tool.name
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        out = subprocess.run(probe, capture_output=True, text=True, timeout=10, check=False)
+        words = out.stdout.split()
+        version = next((w for w in words if w[:1].isdigit()), "?")
+        return f"{tool.name} {version}"
+    return tool.name
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_serve":
+        sys.exit(serve_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "_run_from":
+        sys.exit(run_from_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "_threads":
+        sys.exit(threads_main(sys.argv[2:]))
+    sys.exit(main())
