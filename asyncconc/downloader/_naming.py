@@ -171,7 +171,9 @@ class NameAllocator:
     Two lines that map to the same name both keep their data: the second
     gets ``stem-2.ext``, the third ``stem-3.ext``, and so on. Names are
     compared case-insensitively so the result is safe on case-insensitive
-    file systems too.
+    file systems too. A name also reserves its ``.part`` and ``.part.meta``
+    files: a line named ``a.bin.part`` next to a line saving ``a.bin`` would
+    otherwise be deleted or overwritten by the other's temporary file.
     """
 
     def __init__(self) -> None:
@@ -180,18 +182,19 @@ class NameAllocator:
     def claim(self, path: PurePosixPath) -> PurePosixPath:
         candidate = path
         n = 1
-        while self._key(candidate) in self._taken:
+        while not self._taken.isdisjoint(self._keys(candidate)):
             n += 1
             stem, dot, ext = path.name.rpartition(".")
             if not dot or not stem:
                 stem, ext = path.name, ""
             candidate = path.with_name(f"{stem}-{n}" + (f".{ext}" if ext else ""))
-        self._taken.add(self._key(candidate))
+        self._taken.update(self._keys(candidate))
         return candidate
 
     def release(self, path: PurePosixPath) -> None:
-        self._taken.discard(self._key(path))
+        self._taken.difference_update(self._keys(path))
 
     @staticmethod
-    def _key(path: PurePosixPath) -> str:
-        return str(path).casefold()
+    def _keys(path: PurePosixPath) -> tuple[str, str, str]:
+        name = str(path).casefold()
+        return (name, name + PART_SUFFIX, name + META_SUFFIX)

@@ -305,6 +305,45 @@ def test_allocator_gives_distinct_names_in_claim_order() -> None:
     assert [p.as_posix() for p in got] == ["a.txt", "a-2.txt", "A-3.TXT", "b", "b-2", "d/a.txt"]
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        ("a.bin", "a.bin.part", "a.bin-2.part"),
+        ("a.bin", "A.BIN.PART.META", "A.BIN.PART-2.META"),
+        ("a.bin.part", "a.bin", "a-2.bin"),
+        ("a.bin.part.meta", "a.bin", "a-2.bin"),
+        ("d/a.bin", "d/a.bin.part", "d/a.bin-2.part"),
+        ("a.bin", "b/a.bin.part", "b/a.bin.part"),
+    ],
+)
+def test_a_name_also_reserves_its_temporary_files(first: str, second: str, expected: str) -> None:
+    names = NameAllocator()
+    assert names.claim(PurePosixPath(first)) == PurePosixPath(first)
+    assert names.claim(PurePosixPath(second)) == PurePosixPath(expected)
+
+
+async def test_a_line_named_like_another_lines_part_file_keeps_its_data(
+    server: FileServer, dest: Path
+) -> None:
+    big = server.add_generated("a.bin", 3_000_000)
+    server.add_bytes("b", b"second")
+    slow, named = await download(
+        [
+            server.url("a.bin", drip=0.001, drip_size=65536),
+            DownloadRequest.from_url(server.url("b"), "a.bin.part"),
+        ],
+        dest,
+    )
+    assert (slow.status, named.status) == ("ok", "ok")
+    assert slow.path == "a.bin"
+    assert named.path is not None
+    assert named.path != "a.bin.part"
+    assert named.note is not None
+    assert (dest / named.path).read_bytes() == b"second"
+    assert (dest / "a.bin").stat().st_size == big.size
+    assert files_under(dest) == {"a.bin", named.path}
+
+
 def test_allocator_release_frees_a_name() -> None:
     names = NameAllocator()
     first = names.claim(PurePosixPath("x.bin"))
