@@ -338,16 +338,18 @@ class _Job:
             last_modified=headers.get("Last-Modified"),
             remember=self.ctx.resume,
         )
-        try:
-            await part.start(offset)
-        except DownloadError as exc:
-            raise DownloadError(str(exc), url=self.request.url) from exc
         assert self.rel is not None
         emit = self.ctx.emit
         url = self.request.url
-        emit(DownloadStarted(url, self.rel.as_posix(), expected, offset))
         done = False
         try:
+            # Inside the try: a cancel while start() hashes a resumed .part
+            # in its thread must still close the descriptor (keep() waits).
+            try:
+                await part.start(offset)
+            except DownloadError as exc:
+                raise type(exc)(str(exc), url=url) from exc
+            emit(DownloadStarted(url, self.rel.as_posix(), expected, offset))
             try:
                 async for chunk in response.content.iter_any():
                     await part.write(chunk)
@@ -388,6 +390,9 @@ class _Job:
             except DownloadError as exc:
                 part.discard()
                 raise type(exc)(str(exc), url=self.request.url) from exc
+            except BaseException:
+                part.keep()  # cancelled: close the descriptor, the .part stays
+                raise
             self.size = offset
             return self.result("ok", sha256=digest)
         self._discard_part()

@@ -25,7 +25,7 @@ from asyncconc import (
     DownloadStarted,
     download,
 )
-from asyncconc.testing import FileServer
+from asyncconc.testing import FileServer, pattern_chunks
 from tests.conftest import files_under
 
 FAST: dict[str, Any] = {"backoff": 0.01, "backoff_max": 0.05}
@@ -367,3 +367,26 @@ async def test_a_cancelled_download_resumes_where_it_stopped(
     assert result.status == "ok"
     assert result.sha256 == served.sha256
     assert server.requests_for("big.bin")[-1].headers["Range"] == f"bytes={kept}-"
+
+
+async def test_cancelling_while_a_resumed_part_is_hashed_closes_it(
+    server: FileServer, dest: Path
+) -> None:
+    size = 300_000_000
+    server.add_generated("big.bin", size + 1000, seed=1)
+    dest.mkdir()
+    with (dest / "big.bin.part").open("wb") as fh:
+        for chunk in pattern_chunks(size + 1000, 1, 0, size):
+            fh.write(chunk)
+    task = asyncio.create_task(download([server.url("big.bin")], dest))
+    while not server.requests:  # the 206 is on its way; hashing the .part comes next
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Let every worker thread finish, then nothing of dest may be open.
+    await asyncio.get_running_loop().shutdown_default_executor()
+    still_open = [f.path for f in psutil.Process().open_files() if f.path.startswith(str(dest))]
+    assert still_open == []
+    assert (dest / "big.bin.part").stat().st_size == size
