@@ -327,7 +327,10 @@ async def serve_files(
         server.add_bytes(name, data)
     app = web.Application()
     app.router.add_route("*", "/{name:.*}", server._handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    # handler_cancellation: a handler whose client hung up is cancelled, so a
+    # ``stall``/``delay`` response ends "when the client gives up" instead of
+    # lingering until shutdown (a long-lived server would pile them up).
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -6,6 +6,7 @@ parameters (see ``asyncconc.testing._fileserver``).
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import json
@@ -670,3 +671,23 @@ async def test_every_attempt_reports_started_progress_and_one_finish(
     ]
     progress = sum(e.nbytes for e in events if isinstance(e, DownloadProgress))
     assert progress == served.size
+
+
+async def test_a_stalled_response_ends_on_the_server_when_the_client_gives_up(
+    server: FileServer, dest: Path
+) -> None:
+    server.add_generated("f.bin", 100_000)
+    result = await fetch_one(server.url("f.bin", stall=1000), dest, timeout=0.2, retries=0)
+    assert result.status == "failed"
+
+    def handlers() -> list[asyncio.Task[Any]]:
+        return [
+            t
+            for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "") == "RequestHandler._handle_request"
+        ]
+
+    deadline = time.monotonic() + 5
+    while handlers():  # the server notices the hang-up and stops waiting
+        assert time.monotonic() < deadline, "the stalled handler outlived its client"
+        await asyncio.sleep(0.01)
