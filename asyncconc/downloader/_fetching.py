@@ -37,7 +37,7 @@ from asyncconc.downloader._models import (
     Status,
     url_problem,
 )
-from asyncconc.downloader._naming import NameAllocator, choose_name
+from asyncconc.downloader._naming import NameClaimer, choose_name
 from asyncconc.downloader._writing import PartFile, read_resume_info
 
 __all__ = ["FetchContext", "RetryPolicy", "fetch"]
@@ -79,7 +79,7 @@ class FetchContext:
 
     session: aiohttp.ClientSession
     dest: Path
-    names: NameAllocator
+    names: NameClaimer
     policy: RetryPolicy
     timeout: aiohttp.ClientTimeout
     headers: Mapping[str, str]
@@ -150,11 +150,11 @@ class _Job:
             note=self.note,
         )
 
-    def _claim(self, wanted: PurePosixPath) -> None:
+    async def _claim(self, wanted: PurePosixPath) -> None:
         if self.rel is not None:
             self.ctx.names.release(self.rel)
             self.note = None
-        self.rel = self.ctx.names.claim(wanted)
+        self.rel = await self.ctx.names.aclaim(wanted)
         if self.rel != wanted:
             self.note = (
                 f"name collision: {wanted.as_posix()!r} is taken by another line, "
@@ -173,7 +173,7 @@ class _Job:
         wanted = request.name or PurePosixPath(
             choose_name(request.url, None, limit=self.ctx.name_limit)
         )
-        self._claim(wanted)
+        await self._claim(wanted)
         if skipped := self._skip_if_complete():
             return skipped
         reissues = 0
@@ -308,7 +308,7 @@ class _Job:
             )
             assert self.rel is not None
             if wanted.name != self.rel.name:
-                self._claim(wanted)
+                await self._claim(wanted)
                 if offset > 0 or (self.ctx.resume and read_resume_info(self.target)):
                     raise _Reissue  # the Range we sent was for another name
             if skipped := self._skip_if_complete():

@@ -17,11 +17,13 @@ import os
 import re
 import unicodedata
 from pathlib import PurePosixPath
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "DEFAULT_NAME",
     "NameAllocator",
+    "NameClaimer",
     "filename_from_content_disposition",
     "filename_from_url",
     "safe_relpath",
@@ -165,6 +167,18 @@ def choose_name(url: str, content_disposition: str | None = None, *, limit: int 
     return DEFAULT_NAME
 
 
+class NameClaimer(Protocol):
+    """Hands out distinct names for one run; see :class:`NameAllocator`.
+
+    Asynchronous so that downloads sharded over worker processes can claim
+    their names from the one allocator in the parent.
+    """
+
+    async def aclaim(self, wanted: PurePosixPath) -> PurePosixPath: ...
+
+    def release(self, path: PurePosixPath) -> None: ...
+
+
 class NameAllocator:
     """Hands out distinct relative paths within one run.
 
@@ -190,6 +204,9 @@ class NameAllocator:
             candidate = path.with_name(f"{stem}-{n}" + (f".{ext}" if ext else ""))
         self._taken.update(self._keys(candidate))
         return candidate
+
+    async def aclaim(self, wanted: PurePosixPath) -> PurePosixPath:
+        return self.claim(wanted)
 
     def release(self, path: PurePosixPath) -> None:
         self._taken.difference_update(self._keys(path))
