@@ -43,6 +43,17 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(
 _READ_CHUNK = 1 << 20
 
 
+def _iov_max() -> int:
+    try:
+        limit = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):
+        return 16  # the POSIX minimum
+    return limit if limit > 0 else 1024
+
+
+_IOV_MAX = _iov_max()
+
+
 @dataclass(frozen=True, slots=True)
 class ResumeInfo:
     """What a ``.part`` file holds and where it came from."""
@@ -280,13 +291,17 @@ class PartFile:
             self._fd = self._open_fresh()
         for chunk in chunks:
             self._hash.update(chunk)
-        total = sum(map(len, chunks))
-        done = 0
-        while done < total:
-            n = os.writev(self._fd, chunks)
-            done += n
-            if done < total:  # short write: drop what went out and go on
-                chunks = _drop_prefix(chunks, n)
+        # writev() takes at most IOV_MAX buffers (EINVAL beyond): a slow
+        # server dribbling small pieces fills a batch with thousands.
+        for first in range(0, len(chunks), _IOV_MAX):
+            group = chunks[first : first + _IOV_MAX]
+            total = sum(map(len, group))
+            done = 0
+            while done < total:
+                n = os.writev(self._fd, group)
+                done += n
+                if done < total:  # short write: drop what went out and go on
+                    group = _drop_prefix(group, n)
 
     def _write_whole(
         self, chunks: list[bytes], expected_size: int | None, expected_sha256: str | None

@@ -162,3 +162,26 @@ async def test_an_unwritable_folder_is_a_write_error(tmp_path: Path) -> None:
     await part.write(b"x")
     with pytest.raises(WriteError):
         await part.commit(expected_size=None, expected_sha256=None)
+
+
+@pytest.mark.parametrize("piece", [1, 100, 700])
+async def test_thousands_of_small_chunks_are_written(tmp_path: Path, piece: int) -> None:
+    # More buffers than one writev() takes (IOV_MAX, 1024 on Linux).
+    data = pattern_bytes(5000 * piece, seed=piece)
+    final = tmp_path / "file.bin"
+    part = new_part(final)
+    await part.start(0)
+    await write_all(part, data, piece=piece)
+    digest = await part.commit(expected_size=len(data), expected_sha256=None)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert final.read_bytes() == data
+
+
+async def test_keep_saves_thousands_of_small_chunks(tmp_path: Path) -> None:
+    data = pattern_bytes(3000 * 10, seed=12)
+    final = tmp_path / "file.bin"
+    part = new_part(final)
+    await part.start(0)
+    await write_all(part, data, piece=10)
+    part.keep()
+    assert (tmp_path / "file.bin.part").read_bytes() == data
