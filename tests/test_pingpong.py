@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections import Counter
+from collections.abc import Callable
 
 import psutil  # type: ignore[import-untyped]  # no types-psutil in the type extra
 import pytest
@@ -79,36 +80,52 @@ async def test_bad_counts_are_refused(bad: object) -> None:
         await ping_pong_processes(bad, out=io.StringIO())  # type: ignore[arg-type]
 
 
-def children() -> list[psutil.Process]:
+def children() -> set[psutil.Process]:
     """Our live child processes, except multiprocessing's resource tracker."""
-    return [
-        p
-        for p in psutil.Process().children(recursive=True)
-        if "resource_tracker" not in " ".join(p.cmdline())
-    ]
+    found = set()
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "resource_tracker" not in " ".join(p.cmdline()):
+                found.add(p)
+        except psutil.Error:
+            pass  # it just exited
+    return found
 
 
-async def test_two_processes_alternate_n_in_total() -> None:
+@pytest.fixture
+def new_children() -> Callable[[], set[psutil.Process]]:
+    """Children started since the test began (other tests may leave their own)."""
+    before = children()
+    return lambda: children() - before
+
+
+async def test_two_processes_alternate_n_in_total(
+    new_children: Callable[[], set[psutil.Process]],
+) -> None:
     out = io.StringIO()
     assert await ping_pong_processes(11, out=out) == alternating(11)
     assert out.getvalue().splitlines() == alternating(11)
-    assert children() == []
+    assert new_children() == set()
 
 
-async def test_broken_processes_each_print_n() -> None:
+async def test_broken_processes_each_print_n(
+    new_children: Callable[[], set[psutil.Process]],
+) -> None:
     out = io.StringIO()
     words = await ping_pong_processes_broken(6, out=out)
     # Each child has its own copy of the counter: 6 + 6 words, not 6.
     assert Counter(words) == {"Ping": 6, "Pong": 6}
     assert Counter(out.getvalue().split()) == {"Ping": 6, "Pong": 6}
-    assert children() == []
+    assert new_children() == set()
 
 
-async def test_cancelling_the_cross_process_game_kills_the_workers() -> None:
+async def test_cancelling_the_cross_process_game_kills_the_workers(
+    new_children: Callable[[], set[psutil.Process]],
+) -> None:
     out = WatchedStream(lines=20)
     task = asyncio.create_task(ping_pong_processes(10**9, out=out))
     await out.reached.wait()
-    workers = children()
+    workers = list(new_children())
     assert len(workers) >= 2
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -119,12 +136,14 @@ async def test_cancelling_the_cross_process_game_kills_the_workers() -> None:
     assert lines == alternating(len(lines))
 
 
-async def test_a_worker_dying_is_reported() -> None:
+async def test_a_worker_dying_is_reported(
+    new_children: Callable[[], set[psutil.Process]],
+) -> None:
     out = WatchedStream(lines=20)
     task = asyncio.create_task(ping_pong_processes(10**9, out=out))
     await out.reached.wait()
-    victim = next(p for p in children() if "spawn_main" in " ".join(p.cmdline()))
+    victim = next(p for p in new_children() if "spawn_main" in " ".join(p.cmdline()))
     victim.kill()
     with pytest.raises(WorkerCrashedError, match="exited with code"):
         await asyncio.wait_for(task, 10)
-    assert children() == []
+    assert new_children() == set()
