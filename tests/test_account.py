@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import asyncconc
 from asyncconc import (
     Account,
     AccountError,
@@ -227,3 +228,21 @@ def test_random_concurrent_transfers_conserve_total_and_never_overdraw(
     assert sum(a.balance for a in accounts) == total
     assert all(a.balance >= 0 for a in accounts)
     assert 0 <= done <= len(plan)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_deposits_and_opposite_transfers_on_each_loop_in_debug_mode(loop: str) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+
+    async def main() -> tuple[int, int, int]:
+        counter = Account(processing=yield_once)
+        a, b = Account(500, processing=yield_once), Account(500, processing=yield_once)
+        async with asyncio.timeout(5), asyncio.TaskGroup() as tg:
+            for _ in range(100):
+                tg.create_task(counter.deposit(1))
+                tg.create_task(a.transfer(b, 2))
+                tg.create_task(b.transfer(a, 1))
+        return int(counter.balance), int(a.balance), int(b.balance)
+
+    assert asyncconc.run(main(), loop=loop, debug=True) == (100, 400, 600)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import psutil  # type: ignore[import-untyped]  # no types-psutil in the type extra
 import pytest
 
+import asyncconc
 from asyncconc import (
     WorkerCrashedError,
     ping_pong,
@@ -147,3 +148,17 @@ async def test_a_worker_dying_is_reported(
     with pytest.raises(WorkerCrashedError, match="exited with code"):
         await asyncio.wait_for(task, 10)
     assert new_children() == set()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_both_variants_on_each_loop_in_debug_mode(loop: str) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+
+    async def main() -> tuple[list[str], list[str]]:
+        return (
+            await ping_pong(5, out=io.StringIO()),
+            await ping_pong_processes(5, out=io.StringIO()),
+        )
+
+    assert asyncconc.run(main(), loop=loop, debug=True) == (alternating(5), alternating(5))
