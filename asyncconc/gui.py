@@ -47,9 +47,10 @@ Rules that follow from the design
 
 * Do not open modal dialogs (or call ``root.update()``) *inside a
   coroutine*: asyncio cannot run a step while one of its own callbacks is
-  still on the stack, so it would pause until the dialog closes. Await
-  :meth:`TkBridge.call_in_tk` instead, which runs the function from tk's
-  own loop, where the nested loop keeps asyncio going.
+  still on the stack, so it pauses until the dialog closes (quietly: the
+  bridge stops watching the loop's fd meanwhile, so tk does not spin on
+  it). Await :meth:`TkBridge.call_in_tk` instead, which runs the function
+  from tk's own loop, where the nested loop keeps asyncio going.
 * Tk callbacks (button commands) run while asyncio is between steps; start
   coroutines from them with :meth:`TkBridge.spawn`.
 * The loop must be a selector loop whose selector has a ``fileno()``
@@ -168,10 +169,15 @@ class TkBridge:
         self._timer: str | None = None
         self._idle: str | None = None
         self._closed = False
-        root.tk.createfilehandler(self._fd, tkinter.READABLE, self._on_readable)
+        self._watching = False
+        self._watch()
         self._kick()
 
     # --- stepping ----------------------------------------------------------
+
+    def _watch(self) -> None:
+        self.root.tk.createfilehandler(self._fd, tkinter.READABLE, self._on_readable)
+        self._watching = True
 
     def _on_readable(self, fd: int, mask: int) -> None:
         del fd, mask
@@ -197,7 +203,11 @@ class TkBridge:
         if loop.is_running():
             # A coroutine is spinning tk's loop (a modal dialog or update()
             # inside a coroutine): asyncio cannot re-enter itself. It goes
-            # on when that callback returns; see the module doc.
+            # on when that callback returns; see the module doc. Until then
+            # stop watching the fd, or tk would call us back at once, forever.
+            if self._watching:
+                self._watching = False
+                self.root.tk.deletefilehandler(self._fd)
             return
         if self._timer is not None:
             self.root.after_cancel(self._timer)
@@ -211,6 +221,8 @@ class TkBridge:
             wanted = 0.0  # somebody called loop.stop(): carry on next time
         finally:
             self._selector.end_step()
+        if not self._watching:
+            self._watch()
         if wanted is None:
             return  # only I/O (the file handler) can wake us
         if wanted <= 0:
@@ -242,7 +254,7 @@ class TkBridge:
         future: asyncio.Future[T] = self.loop.create_future()
 
         def run() -> None:
-            if future.cancelled():
+            if self._closed or future.done():
                 return
             try:
                 result = fn(*args, **kwargs)
@@ -287,7 +299,8 @@ class TkBridge:
         loop = self.loop
         try:
             with contextlib.suppress(tkinter.TclError):  # the interpreter may be gone
-                self.root.tk.deletefilehandler(self._fd)
+                if self._watching:
+                    self.root.tk.deletefilehandler(self._fd)
                 for pending in (self._timer, self._idle):
                     if pending is not None:
                         self.root.after_cancel(pending)

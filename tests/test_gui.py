@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -209,6 +210,60 @@ def test_a_dialog_opened_for_a_coroutine_does_not_freeze_asyncio(root: tkinter.T
     finally:
         bridge.close()
     assert ticks_while_open == 5
+
+
+def test_a_dialog_opened_inside_a_coroutine_pauses_asyncio_without_spinning(
+    root: tkinter.Tk,
+) -> None:
+    # The documented anti-pattern: asyncio cannot step while one of its own
+    # callbacks runs tk's nested loop. It must pause quietly, even with a
+    # socket ready to read (so the loop's fd stays readable: tk must not
+    # call back on it in a busy loop), and carry on once the box is closed.
+    bridge = TkBridge(root)
+    ticks = 0
+    seen: dict[str, float] = {}
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    def box_opened() -> None:
+        theirs.send(b"ready")  # asyncio's fd becomes readable now
+        seen.update(cpu=time.process_time(), ticks=ticks)
+        root.after(500, box_checked)
+
+    def box_checked() -> None:
+        seen.update(cpu=time.process_time() - seen["cpu"], ticks=ticks - seen["ticks"])
+        close_box(root)
+
+    async def main() -> tuple[bytes, int]:
+        loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as tg:
+            tick_task = tg.create_task(ticker())
+            received = tg.create_task(loop.sock_recv(ours, 100))
+            await asyncio.sleep(0.05)
+            root.after(0, box_opened)
+            tkinter.messagebox.showinfo("Blocking", "opened inside a coroutine", parent=root)
+            before = ticks
+            data = await received
+            await asyncio.sleep(0.1)
+            tick_task.cancel()
+        return data, ticks - before
+
+    try:
+        data, ticks_after = bridge.run_until_complete(bridge.spawn(main()))
+    finally:
+        bridge.close()
+        ours.close()
+        theirs.close()
+    assert seen["ticks"] == 0, "asyncio cannot run inside its own callback"
+    assert seen["cpu"] < 0.2, f"tk spun on the ready fd: {seen['cpu']:.3f} s CPU in 0.5 s"
+    assert data == b"ready"
+    assert ticks_after >= 3, "asyncio did not carry on after the box closed"
 
 
 def test_closing_the_window_cancels_the_download(
