@@ -20,7 +20,14 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from asyncconc import DownloadEvent, DownloadFinished, DownloadRequest, DownloadResult, download
+from asyncconc import (
+    DownloadEvent,
+    DownloadFinished,
+    DownloadProgress,
+    DownloadRequest,
+    DownloadResult,
+    download,
+)
 from asyncconc.downloader._fetching import MAX_REDIRECTS, RetryPolicy, _retry_after
 from asyncconc.testing import FileServer, pattern_bytes, serve_files
 from tests.conftest import files_under
@@ -691,3 +698,22 @@ async def test_a_stalled_response_ends_on_the_server_when_the_client_gives_up(
     while handlers():  # the server notices the hang-up and stops waiting
         assert time.monotonic() < deadline, "the stalled handler outlived its client"
         await asyncio.sleep(0.01)
+
+
+async def test_a_server_dribbling_tiny_pieces_is_saved_intact(
+    server: FileServer, dest: Path
+) -> None:
+    # More small reads in one batch than one writev() takes (IOV_MAX).
+    served = server.add_generated("f.bin", 250_000)
+    reads = 0
+
+    def on_event(event: DownloadEvent) -> None:
+        nonlocal reads
+        reads += isinstance(event, DownloadProgress)
+
+    result = await fetch_one(
+        server.url("f.bin", drip=0.00001, drip_size=100), dest, retries=0, on_event=on_event
+    )
+    assert result.status == "ok", result.error
+    assert result.sha256 == served.sha256
+    assert reads > 1024, "the test needs many small reads"
