@@ -35,6 +35,7 @@ from asyncconc.downloader._reporting import (
     summary_line,
     write_report,
 )
+from asyncconc.downloader._sharded import run_sharded
 
 __all__ = ["register", "run_download"]
 
@@ -114,6 +115,14 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="'K: V'",
         help="extra request header (repeatable)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_int_at_least(1),
+        default=None,
+        metavar="W",
+        help="shard the list over W worker processes, each with its own event loop "
+        "(default: one process)",
     )
     parser.add_argument("--overwrite", action="store_true", help="download files that exist")
     parser.add_argument("--no-resume", action="store_true", help="restart .part files from zero")
@@ -196,6 +205,7 @@ def _handle(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         report=args.report,
         stdout=sys.stdout,
+        workers=args.workers,
         options={
             "concurrency": args.jobs,
             "per_host": args.per_host,
@@ -226,6 +236,7 @@ def run_download(
     report: str | None = None,
     stdout: Any = None,
     options: dict[str, Any] | None = None,
+    workers: int | None = None,
 ) -> int:
     """Run a whole download from the CLI's point of view; return the exit code.
 
@@ -253,6 +264,19 @@ def run_download(
                 tally(event)
                 shown(event)
 
+            if workers is not None:
+                items = run_sharded(
+                    requests,
+                    dest,
+                    workers=workers,
+                    on_event=on_event,
+                    options=options or {},
+                    loop=loop,
+                )
+                async with contextlib.aclosing(items):
+                    async for index, result in items:
+                        finished[index] = result
+                return
             downloader = Downloader(dest, on_event=on_event, **(options or {}))
             async with downloader, contextlib.aclosing(downloader._run(requests)) as items:
                 async for index, result in items:

@@ -29,7 +29,7 @@ import aiohttp
 from asyncconc._errors import ClosedError
 from asyncconc.downloader._fetching import FetchContext, RetryPolicy, fetch
 from asyncconc.downloader._models import DownloadEvent, DownloadRequest, DownloadResult
-from asyncconc.downloader._naming import NameAllocator, name_max
+from asyncconc.downloader._naming import NameAllocator, NameClaimer, name_max
 
 __all__ = ["Downloader", "download"]
 
@@ -171,14 +171,14 @@ class Downloader:
         if session is not None and self._owns_session:
             await session.close()
 
-    def _context(self) -> FetchContext:
+    def _context(self, names: NameClaimer | None = None) -> FetchContext:
         if self._state is not _State.OPEN or self._session is None:
             raise ClosedError("the Downloader is not open (use 'async with Downloader(...)')")
         self.dest.mkdir(parents=True, exist_ok=True)
         return FetchContext(
             session=self._session,
             dest=self.dest,
-            names=NameAllocator(),
+            names=names if names is not None else NameAllocator(),
             policy=self.policy,
             timeout=self.timeout,
             headers=self.headers,
@@ -210,9 +210,10 @@ class Downloader:
         return [results[i] for i in sorted(results)]
 
     async def _run(
-        self, urls: Iterable[UrlLike]
+        self, urls: Iterable[UrlLike], *, names: NameClaimer | None = None
     ) -> AsyncGenerator[tuple[int, DownloadResult], None]:
-        ctx = self._context()
+        """(input index, result) pairs; ``names`` replaces the run's allocator."""
+        ctx = self._context(names)
         in_flight: dict[asyncio.Task[DownloadResult], int] = {}
         try:
             for index, url in enumerate(urls):
@@ -261,12 +262,45 @@ async def download(
     *,
     session: aiohttp.ClientSession | None = None,
     concurrency: int = 16,
+    workers: int | None = None,
     **options: Unpack[DownloaderOptions],
 ) -> list[DownloadResult]:
-    """Download ``urls`` into ``dest``; per-URL failures are results.
+    """Download ``urls`` into ``dest``; per-URL failures are results, in input order.
 
     Takes the options of :class:`Downloader`. A ``session`` you pass is
     used and left open.
+
+    ``workers``: shard the URLs over that many worker processes of a
+    :class:`~asyncconc.LoopPool`, each with its own event loop and session
+    (``concurrency`` is then the total over all of them). Names, collisions,
+    ``.part`` files and results behave exactly as in one process;
+    ``on_event`` still runs here, in the calling process. A ``session``
+    cannot cross processes, so it cannot be combined with ``workers``.
     """
-    async with Downloader(dest, session=session, concurrency=concurrency, **options) as downloader:
-        return await downloader.download(urls)
+    if workers is None:
+        async with Downloader(
+            dest, session=session, concurrency=concurrency, **options
+        ) as downloader:
+            return await downloader.download(urls)
+    if session is not None:
+        raise ValueError("a session cannot be shared with worker processes; drop session=")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    from asyncconc.downloader._sharded import run_sharded
+
+    on_event = options.pop("on_event", None) or _ignore
+    Downloader(dest, concurrency=concurrency, **options)  # validates the options here
+    requests = [_as_request(u) for u in urls]
+    os.makedirs(dest, exist_ok=True)
+    results: dict[int, DownloadResult] = {}
+    items = run_sharded(
+        requests,
+        Path(dest),
+        workers=workers,
+        on_event=on_event,
+        options={"concurrency": concurrency, **options},
+    )
+    async with contextlib.aclosing(items):
+        async for index, result in items:
+            results[index] = result
+    return [results[i] for i in sorted(results)]
