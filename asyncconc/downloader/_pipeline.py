@@ -248,9 +248,12 @@ async def _completed(
 
 def _as_request(url: UrlLike) -> DownloadRequest:
     if isinstance(url, DownloadRequest):
-        if url.problem is None and url.name is None and url.sha256 is None:
-            return DownloadRequest.from_url(url.url, line=url.line)
-        return url
+        if url.problem is not None:
+            return url
+        # Validate again: a request made with the plain constructor skipped
+        # from_url's checks (scheme, a name inside the folder, the sha256).
+        name = url.name.as_posix() if url.name is not None else None
+        return DownloadRequest.from_url(url.url, name, url.sha256, line=url.line)
     if not isinstance(url, str):
         raise TypeError(f"expected a URL string or DownloadRequest, got {type(url).__name__}")
     return DownloadRequest.from_url(url.strip())

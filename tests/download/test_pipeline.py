@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import aiohttp
@@ -111,6 +111,32 @@ async def test_strings_are_stripped_and_validated(server: FileServer, dest: Path
     assert bad.status == "failed"
     with pytest.raises(TypeError):
         await download([b"http://h/x"], dest)  # type: ignore[list-item]
+
+
+async def test_requests_made_with_the_plain_constructor_are_validated(
+    server: FileServer, tmp_path: Path
+) -> None:
+    dest = tmp_path / "out"
+    (tmp_path / "secret").write_bytes(b"s" * 1234)
+    server.add_bytes("x", b"x")
+    results = await download(
+        [
+            DownloadRequest(server.url("x"), name=PurePosixPath("../secret")),
+            DownloadRequest(server.url("x"), name=PurePosixPath("/tmp/escape.txt")),
+            DownloadRequest("ftp://127.0.0.1/x", name=PurePosixPath("ok")),
+            DownloadRequest(server.url("x"), sha256="zz"),
+            DownloadRequest(server.url("x"), name=PurePosixPath("fine.bin"), sha256="0" * 64),
+        ],
+        dest,
+    )
+    assert [r.status for r in results] == ["failed"] * 5
+    assert [r.attempts for r in results] == [0, 0, 0, 0, 1]
+    assert "inside the output folder" in (results[0].error or "")
+    assert "unsupported scheme" in (results[2].error or "")
+    assert "64 hex digits" in (results[3].error or "")
+    assert "sha256 mismatch" in (results[4].error or "")
+    assert server.hits("x") == 1
+    assert files_under(tmp_path) == {"secret"}
 
 
 async def test_an_empty_list_downloads_nothing(dest: Path) -> None:
