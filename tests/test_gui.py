@@ -134,6 +134,34 @@ def test_download_keeps_progressing_while_about_is_open(
         window.bridge.close()
 
 
+def test_download_complete_box_comes_at_the_end_and_then_the_button(
+    root: tkinter.Tk, threaded_server: FileServer, tmp_path: Path
+) -> None:
+    threaded_server.add_bytes("a.txt", b"a" * 1000)
+    threaded_server.add_bytes("b.txt", b"b" * 2000)
+    urls = [threaded_server.url("a.txt"), threaded_server.url("b.txt")]
+    window = DownloadWindow(urls, tmp_path / "out", announce=True, root=root)
+    shown: list[tuple[str, str, bool]] = []
+
+    def on_map(event: tkinter.Event[tkinter.Misc]) -> None:
+        # The lesson's "Download complete!" box has just appeared.
+        if str(event.widget) == BOX and not shown:
+            message = str(root.tk.call(f"{BOX}.msg", "cget", "-text"))
+            button_enabled = str(window.download_button["state"]) == tkinter.NORMAL
+            shown.append((root.tk.call("wm", "title", BOX), message, button_enabled))
+            root.after_idle(close_box, root)
+
+    root.bind_class("Dialog", "<Map>", on_map, add="+")  # tk_messageBox's toplevel class
+    try:
+        window.download_button.invoke()
+        results = window.bridge.run_until_complete(window.task)  # type: ignore[arg-type]
+    finally:
+        window.bridge.close()
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert shown == [("Prompt", "Download complete!", False)]
+    assert str(window.download_button["state"]) == tkinter.NORMAL
+
+
 def test_idle_window_uses_almost_no_cpu(root: tkinter.Tk, tmp_path: Path) -> None:
     window = DownloadWindow([], tmp_path, announce=False, root=root)
     try:
