@@ -66,7 +66,8 @@ class RetryPolicy:
     retry_after_max: float = 60.0
 
     def delay(self, retry: int, retry_after: float | None = None) -> float:
-        step = min(self.backoff_max, self.backoff * 2.0 ** (retry - 1))
+        # The exponent is capped: 2.0 ** 1024 overflows (--retries 2000).
+        step = min(self.backoff_max, self.backoff * 2.0 ** min(retry - 1, 64))
         wait = step * (0.5 + random.random() / 2)
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.retry_after_max))

@@ -130,6 +130,11 @@ def test_backoff_doubles_per_retry_with_equal_jitter_and_a_cap() -> None:
         assert statistics.mean(samples) == pytest.approx(step * 0.75, rel=0.1)
 
 
+def test_backoff_stays_capped_after_very_many_retries() -> None:
+    policy = RetryPolicy(retries=10_000, backoff=0.5, backoff_max=30.0)
+    assert 15.0 <= policy.delay(5000) <= 30.0
+
+
 def test_retry_after_raises_the_wait_up_to_its_cap() -> None:
     policy = RetryPolicy(backoff=0.1, backoff_max=1.0, retry_after_max=60.0)
     assert policy.delay(1, retry_after=5.0) == 5.0
