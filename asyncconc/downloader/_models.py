@@ -117,6 +117,8 @@ def url_problem(url: str) -> str | None:
 def parse_url_list(lines: Iterable[str]) -> Iterator[DownloadRequest]:
     """Requests from the lines of a URL list (1-based line numbers)."""
     for number, text in enumerate(lines, start=1):
+        if number == 1:
+            text = text.removeprefix("\ufeff")  # a byte-order mark (Notepad)
         request = DownloadRequest.from_line(text, number)
         if request is not None:
             yield request

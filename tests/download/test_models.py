@@ -29,6 +29,16 @@ def test_blank_lines_and_comments_are_skipped_and_lines_numbered_from_one() -> N
     assert all(r.problem is None for r in requests)
 
 
+def test_a_byte_order_mark_before_the_first_url_is_ignored() -> None:
+    (first, second) = parse_url_list(["\ufeffhttp://h/a.bin\r\n", "http://h/b.bin\tb.txt\r\n"])
+    assert (first.url, first.problem) == ("http://h/a.bin", None)
+    assert (second.url, second.name, second.problem) == (
+        "http://h/b.bin",
+        PurePosixPath("b.txt"),
+        None,
+    )
+
+
 def test_name_and_sha256_fields_in_either_order() -> None:
     first, second, third = parse_url_list(
         [
