@@ -234,7 +234,12 @@ class TkBridge:
     # --- public --------------------------------------------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Start ``coro`` as a task on the bridge's loop; callable from tk callbacks."""
+        """Start ``coro`` as a task on the bridge's loop.
+
+        Call it from the GUI thread (a tk callback, or a coroutine on the
+        bridge). Other threads use ``bridge.loop.call_soon_threadsafe``,
+        which wakes the bridge through the loop's self-pipe.
+        """
         if self._closed:
             coro.close()
             raise RuntimeError("the TkBridge is closed")

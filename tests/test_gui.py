@@ -59,9 +59,11 @@ def _alive(tk: tkinter.Tk) -> bool:
 
 
 def watchdog(tk: tkinter.Tk, failures: list[str]) -> None:
+    # Closing the box ends a nested loop; destroying the window ends
+    # mainloop() and makes run_until_complete() raise instead of waiting on.
     failures.append(f"watchdog: the test was still running after {WATCHDOG_MS} ms")
     close_box(tk)
-    tk.quit()
+    tk.destroy()
 
 
 def box_is_open(tk: tkinter.Misc) -> bool:
