@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 import pytest
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+# Modules whose downloads run in child processes: one in-test loop is enough.
+_CHILD_PROCESS_MODULES = frozenset({"test_cli.py", "test_sharded.py"})
 
 
 def pytest_asyncio_loop_factories(
@@ -20,7 +22,10 @@ def pytest_asyncio_loop_factories(
 ) -> Mapping[str, LoopFactory]:
     del config
     factories: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
-    if importlib.util.find_spec("uvloop") is not None and item.path.name != "test_cli.py":
+    if (
+        importlib.util.find_spec("uvloop") is not None
+        and item.path.name not in _CHILD_PROCESS_MODULES
+    ):
         import uvloop
 
         factories["uvloop"] = uvloop.new_event_loop
