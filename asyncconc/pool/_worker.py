@@ -148,6 +148,7 @@ class _Worker:
         self._channel: wire.Channel | None = None
         self._wakeup = asyncio.Event()
         self._sem = asyncio.Semaphore(config.concurrency)
+        self._is_async: dict[Callable[..., Any], bool] = {}
 
     async def serve(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -211,7 +212,15 @@ class _Worker:
                 wire.RESULT, ident, pickle.dumps(([], (wire.ERR_PICKLING, message, ""), 0.0))
             )
             return
-        if inspect.iscoroutinefunction(fn):
+        try:
+            is_async = self._is_async[fn]
+        except (KeyError, TypeError):
+            is_async = inspect.iscoroutinefunction(fn)
+            with contextlib.suppress(TypeError):
+                if len(self._is_async) > 256:
+                    self._is_async.clear()
+                self._is_async[fn] = is_async
+        if is_async:
             task = asyncio.get_running_loop().create_task(
                 self._run_async(fn, arglist, kwargs, timeout, star)
             )

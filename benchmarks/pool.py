@@ -1,0 +1,437 @@
+"""LoopPool against multiprocessing.Pool, ProcessPoolExecutor and aiomultiprocess.Pool.
+
+    python benchmarks/pool.py            # the full run (about a minute on 2 cores)
+    python benchmarks/pool.py --quick    # smaller sizes, a smoke test
+
+(A) 1 + ... + N with the lesson's Python-loop kernel in 8 chunks: speedup over
+    one process, on a warm pool and end to end (construction, work, shutdown).
+(B) tiny tasks ``x + 1``: ``map`` with default settings, and one task per
+    call (``submit``/``apply_async``/``apply``), all issued at once; best of 3.
+(C) coroutine tasks ``await asyncio.sleep(0.05)`` on 2 workers x
+    concurrency 16, against the ideal tasks * 0.05 / 32.
+(D) construction to first result, each in a fresh interpreter (cold: for
+    LoopPool this includes booting the fork server), plus LoopPool warm (a
+    second pool in a process whose fork server is already running).
+
+Every library runs with its own defaults (start method included) unless a
+row says otherwise. Other work on the machine makes the figures noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import multiprocessing
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from asyncconc import LoopPool, partial_sum, run, split_range
+
+try:
+    import aiomultiprocess
+except ImportError:  # pragma: no cover - reported in the output
+    aiomultiprocess = None
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+async def nap(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+# aiomultiprocess runs coroutine functions only: these wrap the same work.
+async def ainc(x: int) -> int:
+    return x + 1
+
+
+async def apartial_sum(start: int, stop: int) -> int:
+    return partial_sum(start, stop)
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    n: int
+    chunks: int
+    tiny: int
+    naps: int
+    nap_seconds: float = 0.05
+
+
+FULL = Sizes(n=10**8, chunks=8, tiny=20_000, naps=2_000)
+QUICK = Sizes(n=10**7, chunks=8, tiny=5_000, naps=320)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    section: str
+    library: str
+    what: str
+    value: str
+    ratio: str = ""
+
+
+def _timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
+    """The result and the best wall time of ``repeat`` runs."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return result, best
+
+
+async def _atimed(make: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = await make()
+        best = min(best, time.perf_counter() - start)
+    return result, best
+
+
+# Tiny-task figures are the best of this many runs: the machine is shared.
+REPEAT = 3
+
+
+# -- (A) the sum ---------------------------------------------------------------
+
+
+def bench_sum(sizes: Sizes, workers: int) -> list[Row]:
+    n = sizes.n
+    ranges = split_range(1, n + 1, sizes.chunks)
+    starts = [low for low, _ in ranges]
+    stops = [high for _, high in ranges]
+    expected = n * (n + 1) // 2
+    total, single = _timed(lambda: partial_sum(1, n + 1))
+    assert total == expected
+    rows = [Row("A sum", "one process", f"1..{n:,}", f"{single:.2f} s")]
+
+    def add(library: str, warm: float, end_to_end: float) -> None:
+        rows.append(
+            Row("A sum", library, "warm (compute only)", f"{warm:.2f} s", f"{single / warm:.2f}x")
+        )
+        rows.append(
+            Row(
+                "A sum",
+                library,
+                "end to end (start+work+stop)",
+                f"{end_to_end:.2f} s",
+                f"{single / end_to_end:.2f}x",
+            )
+        )
+
+    async def looppool() -> tuple[float, float]:
+        start = time.perf_counter()
+        async with LoopPool(workers) as pool:
+            got = sum([s async for s in pool.starmap(partial_sum, ranges)])
+        end_to_end = time.perf_counter() - start
+        assert got == expected
+        async with LoopPool(workers) as pool:
+            await asyncio.gather(*(pool.submit(inc, i) for i in range(4 * workers)))
+            start = time.perf_counter()
+            got = sum([s async for s in pool.starmap(partial_sum, ranges)])
+            warm = time.perf_counter() - start
+        assert got == expected
+        return warm, end_to_end
+
+    warm, end_to_end = run(looppool())
+    add("LoopPool", warm, end_to_end)
+
+    start = time.perf_counter()
+    with multiprocessing.Pool(workers) as mp_pool:
+        got = sum(mp_pool.starmap(partial_sum, ranges))
+    end_to_end = time.perf_counter() - start
+    assert got == expected
+    with multiprocessing.Pool(workers) as mp_pool:
+        mp_pool.map(inc, range(4 * workers), chunksize=1)
+        got, warm = _timed(lambda: sum(mp_pool.starmap(partial_sum, ranges)))
+    assert got == expected
+    add("multiprocessing.Pool", warm, end_to_end)
+
+    start = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor(workers) as executor:
+        got = sum(executor.map(partial_sum, starts, stops))
+    end_to_end = time.perf_counter() - start
+    assert got == expected
+    with concurrent.futures.ProcessPoolExecutor(workers) as executor:
+        list(executor.map(inc, range(4 * workers)))
+        got, warm = _timed(lambda: sum(executor.map(partial_sum, starts, stops)))
+    assert got == expected
+    add("ProcessPoolExecutor", warm, end_to_end)
+
+    if aiomultiprocess is not None:
+
+        async def aio() -> tuple[float, float]:
+            start = time.perf_counter()
+            async with aiomultiprocess.Pool(workers) as pool:
+                got = sum(await pool.starmap(apartial_sum, ranges))
+            end_to_end = time.perf_counter() - start
+            assert got == expected
+            async with aiomultiprocess.Pool(workers) as pool:
+                await pool.map(ainc, range(4 * workers))
+                start = time.perf_counter()
+                got = sum(await pool.starmap(apartial_sum, ranges))
+                warm = time.perf_counter() - start
+            assert got == expected
+            return warm, end_to_end
+
+        warm, end_to_end = asyncio.run(aio())
+        add("aiomultiprocess.Pool", warm, end_to_end)
+    else:
+        rows.append(Row("A sum", "aiomultiprocess.Pool", "skipped", "not installed"))
+    return rows
+
+
+# -- (B) tiny tasks ----------------------------------------------------------------
+
+
+def bench_tiny(sizes: Sizes, workers: int) -> list[Row]:
+    count = sizes.tiny
+    expected = count * (count + 1) // 2
+    rows: list[Row] = []
+
+    def add(library: str, what: str, seconds: float, got: int) -> None:
+        assert got == expected, (library, what, got)
+        rows.append(Row("B tiny", library, what, f"{count / seconds:,.0f} tasks/s"))
+
+    async def looppool() -> None:
+        async with LoopPool(workers) as pool:
+            await asyncio.gather(*(pool.submit(inc, i) for i in range(4 * workers)))
+
+            async def mapped() -> int:
+                return sum([x async for x in pool.map(inc, range(count))])
+
+            async def submitted() -> int:
+                return sum(await asyncio.gather(*(pool.submit(inc, i) for i in range(count))))
+
+            got, seconds = await _atimed(mapped, REPEAT)
+            add("LoopPool", "map, defaults", seconds, got)
+            got, seconds = await _atimed(submitted, REPEAT)
+            add("LoopPool", "submit x N (gather)", seconds, got)
+
+    run(looppool())
+
+    with multiprocessing.Pool(workers) as mp_pool:
+        mp_pool.map(inc, range(4 * workers), chunksize=1)
+        got, seconds = _timed(lambda: sum(mp_pool.map(inc, range(count))), REPEAT)
+        add("multiprocessing.Pool", "map, defaults", seconds, got)
+
+        def applied() -> int:
+            pending = [mp_pool.apply_async(inc, (i,)) for i in range(count)]
+            return sum(p.get() for p in pending)
+
+        got, seconds = _timed(applied, REPEAT)
+        add("multiprocessing.Pool", "apply_async x N", seconds, got)
+
+    with concurrent.futures.ProcessPoolExecutor(workers) as executor:
+        list(executor.map(inc, range(4 * workers)))
+        got, seconds = _timed(lambda: sum(executor.map(inc, range(count))), REPEAT)
+        add("ProcessPoolExecutor", "map, defaults (chunksize=1)", seconds, got)
+        got, seconds = _timed(lambda: sum(executor.map(inc, range(count), chunksize=256)), REPEAT)
+        add("ProcessPoolExecutor", "map, chunksize=256", seconds, got)
+
+        def submitted() -> int:
+            futures = [executor.submit(inc, i) for i in range(count)]
+            return sum(f.result() for f in futures)
+
+        got, seconds = _timed(submitted, REPEAT)
+        add("ProcessPoolExecutor", "submit x N", seconds, got)
+
+    if aiomultiprocess is not None:
+
+        async def aio() -> None:
+            async with aiomultiprocess.Pool(workers) as pool:
+                await pool.map(ainc, range(4 * workers))
+
+                async def mapped() -> int:
+                    return sum(await pool.map(ainc, range(count)))
+
+                async def applied() -> int:
+                    return sum(
+                        await asyncio.gather(*(pool.apply(ainc, (i,)) for i in range(count)))
+                    )
+
+                got, seconds = await _atimed(mapped, REPEAT)
+                add("aiomultiprocess.Pool", "map, defaults", seconds, got)
+                got, seconds = await _atimed(applied, REPEAT)
+                add("aiomultiprocess.Pool", "apply x N (gather)", seconds, got)
+
+        asyncio.run(aio())
+    else:
+        rows.append(Row("B tiny", "aiomultiprocess.Pool", "skipped", "not installed"))
+    return rows
+
+
+# -- (C) coroutine tasks ----------------------------------------------------------
+
+
+def bench_naps(sizes: Sizes) -> list[Row]:
+    count, seconds = sizes.naps, sizes.nap_seconds
+    ideal = count * seconds / 32
+    rows: list[Row] = []
+    what = f"{count} x sleep({seconds}), 2 x 16"
+
+    async def looppool() -> float:
+        async with LoopPool(2, concurrency=16) as pool:
+            await asyncio.gather(*(pool.submit(inc, i) for i in range(8)))
+            start = time.perf_counter()
+            async for _ in pool.map(nap, [seconds] * count):
+                pass
+            return time.perf_counter() - start
+
+    wall = run(looppool())
+    rows.append(Row("C naps", "LoopPool", what, f"{wall:.2f} s", f"{wall / ideal:.3f} x ideal"))
+    if aiomultiprocess is not None:
+
+        async def aio() -> float:
+            async with aiomultiprocess.Pool(2, childconcurrency=16) as pool:
+                await pool.map(ainc, range(8))
+                start = time.perf_counter()
+                await pool.map(nap, [seconds] * count)
+                return time.perf_counter() - start
+
+        wall = asyncio.run(aio())
+        rows.append(
+            Row(
+                "C naps",
+                "aiomultiprocess.Pool",
+                what,
+                f"{wall:.2f} s",
+                f"{wall / ideal:.3f} x ideal",
+            )
+        )
+    else:
+        rows.append(Row("C naps", "aiomultiprocess.Pool", "skipped", "not installed"))
+    rows.append(
+        Row(
+            "C naps",
+            "multiprocessing.Pool / PPE",
+            "n/a: one task at a time per process",
+            f"~{count * seconds / 2:.0f} s",
+        )
+    )
+    rows.append(Row("C naps", "ideal", "tasks x 0.05 / 32", f"{ideal:.3f} s"))
+    return rows
+
+
+# -- (D) first result ---------------------------------------------------------------
+
+
+def first_result(library: str) -> float:
+    """Seconds from construction to the first result, in this (fresh) process."""
+    start = time.perf_counter()
+    if library == "LoopPool":
+
+        async def main() -> None:
+            async with LoopPool() as pool:
+                await pool.submit(inc, 1)
+                print(f"{time.perf_counter() - start:.4f}")
+
+        run(main())
+    elif library == "multiprocessing.Pool":
+        with multiprocessing.Pool() as mp_pool:
+            mp_pool.apply(inc, (1,))
+            print(f"{time.perf_counter() - start:.4f}")
+    elif library == "ProcessPoolExecutor":
+        with concurrent.futures.ProcessPoolExecutor() as executor:
+            executor.submit(inc, 1).result()
+            print(f"{time.perf_counter() - start:.4f}")
+    elif library == "aiomultiprocess.Pool":
+        assert aiomultiprocess is not None
+
+        async def aio() -> None:
+            async with aiomultiprocess.Pool() as pool:
+                await pool.apply(ainc, (1,))
+                print(f"{time.perf_counter() - start:.4f}")
+
+        asyncio.run(aio())
+    return time.perf_counter() - start
+
+
+def bench_first_result() -> list[Row]:
+    rows: list[Row] = []
+    libraries = ["LoopPool", "multiprocessing.Pool", "ProcessPoolExecutor"]
+    if aiomultiprocess is not None:
+        libraries.append("aiomultiprocess.Pool")
+    for library in libraries:
+        done = subprocess.run(
+            [sys.executable, __file__, "--first-result", library],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        seconds = float(done.stdout.split()[0])
+        rows.append(Row("D first", library, "cold, fresh interpreter", f"{seconds:.3f} s"))
+
+    async def warm() -> float:
+        async with LoopPool() as pool:  # boots the fork server
+            await pool.submit(inc, 1)
+        start = time.perf_counter()
+        async with LoopPool() as pool:
+            await pool.submit(inc, 1)
+            return time.perf_counter() - start
+
+    seconds = run(warm())
+    rows.append(Row("D first", "LoopPool", "warm (fork server up)", f"{seconds:.3f} s"))
+    return rows
+
+
+def render(rows: list[Row]) -> str:
+    headers = ("section", "library", "what", "value", "ratio")
+    table = [headers, *((r.section, r.library, r.what, r.value, r.ratio) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    out = [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out.extend(line(cells) for cells in table[1:])
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
+    parser.add_argument("--first-result", metavar="LIBRARY", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.first_result:
+        first_result(args.first_result)
+        return 0
+    sizes = QUICK if args.quick else FULL
+    workers = len(os.sched_getaffinity(0))
+    print(
+        f"# {platform.python_implementation()} {platform.python_version()}, {workers} usable CPUs, "
+        f"default start method {multiprocessing.get_start_method()}, "
+        f"aiomultiprocess {aiomultiprocess.__version__ if aiomultiprocess else 'missing'}",
+        flush=True,
+    )
+    rows: list[Row] = []
+    benches: list[Callable[[], list[Row]]] = [
+        lambda: bench_sum(sizes, workers),
+        lambda: bench_tiny(sizes, workers),
+        lambda: bench_naps(sizes),
+        bench_first_result,
+    ]
+    for bench in benches:
+        new = bench()
+        for row in new:
+            print(f"{row.section:8} {row.library:22} {row.what:34} {row.value:>18} {row.ratio}")
+        sys.stdout.flush()
+        rows.extend(new)
+    print()
+    print(render(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
