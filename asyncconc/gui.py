@@ -53,6 +53,12 @@ Rules that follow from the design
   from tk's own loop, where the nested loop keeps asyncio going.
 * Tk callbacks (button commands) run while asyncio is between steps; start
   coroutines from them with :meth:`TkBridge.spawn`.
+* Tk objects belong to the thread that made them, including their last
+  reference: a window left in a reference cycle may be freed by the cyclic
+  GC in another thread, and Tcl aborts the process when its interpreter is
+  deleted there. Applications keep their window to the end; code that
+  makes and drops windows while other threads run should ``gc.collect()``
+  in the GUI thread after closing one (the GUI tests do).
 * The loop must be a selector loop whose selector has a ``fileno()``
   (Linux epoll, BSD/macOS kqueue). uvloop hides its poller, so the GUI
   always uses asyncio's own loop. Tk must be built with threads (every

@@ -8,6 +8,7 @@ window and fails instead of hanging.
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 import socket
 import subprocess
@@ -39,7 +40,19 @@ def display() -> Iterator[str]:
 
 @pytest.fixture
 def root(display: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tkinter.Tk]:
+    """A Tk root on the test display, destroyed (and freed) in this thread.
+
+    A Tcl interpreter must be freed by the thread that made it: freeing it
+    elsewhere aborts the process ("Tcl_AsyncDelete: async handler deleted
+    by the wrong thread"). A test's windows sit in reference cycles (a
+    window and its task, closures) that the cyclic GC frees in whichever
+    thread happens to trigger it, such as the file server's. So automatic GC
+    is off during the test and the cycles are collected here, while this
+    fixture still holds the root: the interpreter is then freed when pytest
+    drops the root, in the main thread.
+    """
     monkeypatch.setenv("DISPLAY", display)
+    gc.disable()
     tk = tkinter.Tk()
     failures: list[str] = []
     tk.after(WATCHDOG_MS, watchdog, tk, failures)
@@ -48,6 +61,8 @@ def root(display: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tkinter.Tk]:
     finally:
         if _alive(tk):
             tk.destroy()
+        gc.collect()
+        gc.enable()
     assert failures == []
 
 
