@@ -396,6 +396,7 @@ class LoopPool:
         loop.remove_reader(worker.process.sentinel)
         worker.process.join(1.0)  # the sentinel fired: this only collects the code
         code = worker.process.exitcode
+        worker.channel.read_pending()
         worker.channel.close()
         worker.accepting = False
         self._workers.remove(worker)

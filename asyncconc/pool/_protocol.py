@@ -86,6 +86,7 @@ class Channel:
         self._flush_scheduled = False
         self._writing = False
         self._closed = False
+        self._eof = False
         self._drained: asyncio.Future[None] | None = None
         loop.add_reader(self._fd, self._on_readable)
 
@@ -118,7 +119,8 @@ class Channel:
         if self._closed:
             return
         self._closed = True
-        self._loop.remove_reader(self._fd)
+        if not self._eof:
+            self._loop.remove_reader(self._fd)
         if self._writing:
             self._loop.remove_writer(self._fd)
         self._outbox.clear()
@@ -167,17 +169,31 @@ class Channel:
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
+    def read_pending(self) -> None:
+        """Deliver every frame already received, now.
+
+        The pool calls this when a worker's process has exited, before
+        deciding which of its jobs died with it: results the worker sent just
+        before the end may still sit in the socket buffer.
+        """
+        while not self._closed and not self._eof and self._read_once():
+            pass
+
     def _on_readable(self) -> None:
+        self._read_once()
+
+    def _read_once(self) -> bool:
         try:
             data = self._sock.recv(_READ_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
         if not data:
+            self._eof = True
             self._loop.remove_reader(self._fd)
             self._on_eof()
-            return
+            return False
         inbox = self._inbox
         inbox += data
         frames: list[Frame] = []
@@ -195,3 +211,4 @@ class Channel:
             del inbox[:pos]
         if frames:
             self._on_frames(frames)
+        return True

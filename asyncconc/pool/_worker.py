@@ -142,7 +142,8 @@ class _Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self._config = config
         self._sync_jobs: deque[_SyncJob] = deque()
-        self._cancelled: set[int] = set()
+        self._queued: set[int] = set()  # plain-function jobs not started yet
+        self._cancelled: set[int] = set()  # ... of which these were cancelled
         self._async_jobs: dict[int, asyncio.Task[bytes]] = {}
         self._stopping = False
         self._channel: wire.Channel | None = None
@@ -193,7 +194,7 @@ class _Worker:
                 task = self._async_jobs.get(ident)
                 if task is not None:
                     task.cancel()
-                else:
+                elif ident in self._queued:
                     self._cancelled.add(ident)
             elif kind == wire.STOP:
                 self._stopping = True
@@ -228,6 +229,7 @@ class _Worker:
             task.add_done_callback(lambda t: self._async_done(ident, t))
         else:
             self._sync_jobs.append((ident, fn, arglist, kwargs, timeout, star))
+            self._queued.add(ident)
             self._wakeup.set()
 
     # -- plain functions ---------------------------------------------------
@@ -244,6 +246,7 @@ class _Worker:
             deadline = time.perf_counter() + _SYNC_SLICE
             while jobs:
                 ident, fn, arglist, kwargs, timeout, star = jobs.popleft()
+                self._queued.discard(ident)
                 if ident in self._cancelled:
                     self._cancelled.discard(ident)
                     self._send(wire.CANCELLED, ident)

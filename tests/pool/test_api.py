@@ -297,3 +297,9 @@ async def test_no_worker_is_left_after_the_pool_closes() -> None:
         pids = pool.worker_pids()
     assert await asyncio.to_thread(wait_gone, pids, 10) == []
     assert not set(pids) & {p.pid for p in me.children(recursive=True)}
+
+
+async def test_spawn_start_method_works_too() -> None:
+    async with LoopPool(1, start_method="spawn") as pool:
+        assert await pool.submit(_tasks.async_add, 40, 2) == 42
+        assert [r async for r in pool.map(_tasks.inc, range(5))] == [1, 2, 3, 4, 5]
