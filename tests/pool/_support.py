@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from types import TracebackType
 
-import psutil  # type: ignore[import-untyped]  # no types-psutil in the type extra
+import psutil  # type: ignore[import-untyped,unused-ignore]  # types-psutil is optional
 
 __all__ = ["Beacon", "wait_gone"]
 

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]  # no types-psutil in the type extra
+import psutil  # type: ignore[import-untyped,unused-ignore]  # types-psutil is optional
 import pytest
 
 from asyncconc import (

@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]  # no types-psutil in the type extra
+import psutil  # type: ignore[import-untyped,unused-ignore]  # types-psutil is optional
 
 from tests.pool._support import wait_gone
 
