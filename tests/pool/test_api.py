@@ -303,3 +303,11 @@ async def test_spawn_start_method_works_too() -> None:
     async with LoopPool(1, start_method="spawn") as pool:
         assert await pool.submit(_tasks.async_add, 40, 2) == 42
         assert [r async for r in pool.map(_tasks.inc, range(5))] == [1, 2, 3, 4, 5]
+
+
+async def test_a_crash_while_draining_is_retried_on_a_replacement(tmp_path: Path) -> None:
+    marker = tmp_path / "crashed"
+    async with LoopPool(1, retries=1) as pool:
+        task = asyncio.create_task(pool.submit(_tasks.crash_once, str(marker)))
+        await asyncio.sleep(0)  # let the submit enqueue, then leave the block
+    assert task.result() != int(marker.read_text())
