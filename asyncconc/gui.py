@@ -30,6 +30,15 @@ Tk's loop drives; asyncio is run in short *steps* from tk callbacks.
   :data:`STEP_BUDGET` seconds, then yields to tk with ``after_idle`` so a
   busy coroutine cannot starve the GUI. No private attribute of the loop
   is read; the deadline is exactly the one the loop would have slept on.
+  (Peeking at the loop's private ``_selector``, ``_ready`` and
+  ``_scheduled`` and running one iteration with ``stop(); run_forever()``
+  also works, but that iteration always polls with timeout 0, so the next
+  deadline has to be recomputed by hand from the loop's internals. A
+  selector we construct is a public argument of the loop, and the timeout
+  it receives is the loop's own answer.) What this relies on: ``select``
+  is called once per iteration, before the iteration's callbacks, and an
+  exception from it leaves ``run_forever`` through its ``finally``, which
+  puts the loop back in its not-running state (CPython 3.11 to 3.13).
 * **Modal dialogs do not freeze asyncio.** ``tkinter.messagebox`` runs a
   nested tk event loop (``vwait``) until the box closes. The file handler
   and ``after`` timers are tk event sources, so the nested loop keeps
