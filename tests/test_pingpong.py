@@ -7,7 +7,7 @@ import io
 from collections import Counter
 from collections.abc import Callable
 
-import psutil  # type: ignore[import-untyped]  # no types-psutil in the type extra
+import psutil  # type: ignore[import-untyped,unused-ignore]  # types-psutil is optional
 import pytest
 
 import asyncconc
