@@ -18,12 +18,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import asyncconc
 from asyncconc import Account, UnsafeAccount
 
-Row = tuple[str, float, str]
-"""(variant, seconds, what happened): one line of the comparison table."""
+__all__ = ["Timing", "main", "measure"]
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """One line of the comparison table."""
+
+    label: str
+    seconds: float
+    note: str = ""
 
 
 class ThreadAccount:
@@ -69,7 +78,7 @@ async def with_coroutines(deposits: int, processing: float, *, locked: bool) -> 
     return int(account.balance)
 
 
-def measure(deposits: int = 100, processing: float = 0.01) -> list[Row]:
+def measure(deposits: int = 100, processing: float = 0.01) -> list[Timing]:
     """Run the four variants; the rows."""
 
     def threads(locked: bool) -> int:
@@ -84,13 +93,13 @@ def measure(deposits: int = 100, processing: float = 0.01) -> list[Row]:
         ("coroutines, no lock", coroutines, False),
         ("coroutines + asyncio.Lock", coroutines, True),
     ]
-    rows: list[Row] = []
+    rows: list[Timing] = []
     for name, variant, locked in variants:
         start = time.perf_counter()
         balance = variant(locked)
         seconds = time.perf_counter() - start
         verdict = "right" if balance == deposits else f"WRONG: lost {deposits - balance}"
-        rows.append((name, seconds, f"balance {balance} ({verdict})"))
+        rows.append(Timing(name, seconds, f"balance {balance} ({verdict})"))
     return rows
 
 
@@ -105,9 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("need --deposits >= 1 and --processing >= 0")
     print(f"{args.deposits} deposits of 1 at once, {args.processing * 1000:g} ms each:")
     rows = measure(args.deposits, args.processing)
-    width = max(len(r[0]) for r in rows)
-    for name, seconds, note in rows:
-        print(f"  {name:<{width}}  {seconds:6.2f} s  {note}")
+    width = max(len(r.label) for r in rows)
+    for row in rows:
+        print(f"  {row.label:<{width}}  {row.seconds:6.2f} s  {row.note}")
     print(
         "Without a lock every deposit reads the balance, waits, and writes back what it "
         "read plus 1: the deposits that read while others were waiting overwrite each "

@@ -31,13 +31,23 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncconc
 from asyncconc.testing import FileServer, serve_files
 
-Row = tuple[str, float, str]
-"""(strategy, seconds, what happened): one line of the comparison table."""
+__all__ = ["Timing", "main", "measure"]
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """One line of the comparison table."""
+
+    label: str
+    seconds: float
+    note: str = ""
+
 
 STRATEGIES = ("sequential", "processes", "threads", "coroutines")
 
@@ -138,12 +148,12 @@ def measure(
     size: int = 64 * 1024,
     seed: int | None = None,
     strategies: Sequence[str] = STRATEGIES,
-) -> list[Row]:
+) -> list[Timing]:
     """Time each strategy on the same ``files`` files and delays; the rows."""
     rng = random.Random(seed)
     delays = [round(rng.uniform(min_delay, max_delay), 3) for _ in range(files)]
     names = {f"file{i}.bin": size for i in range(files)}
-    rows: list[Row] = []
+    rows: list[Timing] = []
     with background_server(names) as server, tempfile.TemporaryDirectory() as tmp:
         urls = [server.url(name, delay=d) for name, d in zip(names, delays, strict=True)]
         for strategy in strategies:
@@ -153,17 +163,17 @@ def measure(
             RUNNERS[strategy](urls, dest)
             seconds = time.perf_counter() - start
             got = sum(1 for p in dest.iterdir() if p.stat().st_size == size)
-            rows.append((strategy, seconds, f"{got}/{files} files"))
+            rows.append(Timing(strategy, seconds, f"{got}/{files} files"))
     if delays:
-        rows.append(("(sum of delays)", sum(delays), "what sequential must wait"))
-        rows.append(("(longest delay)", max(delays), "the best any strategy can do"))
+        rows.append(Timing("(sum of delays)", sum(delays), "what sequential must wait"))
+        rows.append(Timing("(longest delay)", max(delays), "the best any strategy can do"))
     return rows
 
 
-def print_rows(rows: Sequence[Row]) -> None:
-    width = max(len(r[0]) for r in rows)
-    for name, seconds, note in rows:
-        print(f"  {name:<{width}}  {seconds:6.2f} s  {note}")
+def print_rows(rows: Sequence[Timing]) -> None:
+    width = max(len(r.label) for r in rows)
+    for row in rows:
+        print(f"  {row.label:<{width}}  {row.seconds:6.2f} s  {row.note}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,11 +25,21 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from asyncconc.testing import FileServer, serve_files
 
-Row = tuple[str, float, str]
-"""(what, seconds, note): one line of the summary table."""
+__all__ = ["Timing", "main", "measure"]
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """One line of the comparison table."""
+
+    label: str
+    seconds: float
+    note: str = ""
+
 
 EXIT_NO_DISPLAY = 2
 
@@ -87,7 +97,7 @@ def no_display_reason() -> str | None:
     return None
 
 
-def measure(files: int = 4, *, size: int = 256 * 1024, drip: float = 0.02) -> list[Row]:
+def measure(files: int = 4, *, size: int = 256 * 1024, drip: float = 0.02) -> list[Timing]:
     """Open the window, press Download, time it and tk's worst timer delay.
 
     Raises :class:`tkinter.TclError` without a display.
@@ -126,9 +136,11 @@ def measure(files: int = 4, *, size: int = 256 * 1024, drip: float = 0.02) -> li
             window.close()
             window.bridge.close()
     return [
-        ("download in the window", seconds, f"{ok}/{files} files, button enabled again"),
-        ("worst tk timer delay", max(lateness, default=0.0), "while downloading (50 ms ticks)"),
-        ("CPU used in 1 s idle", idle_cpu, "no polling timer: near zero"),
+        Timing("download in the window", seconds, f"{ok}/{files} files, button enabled again"),
+        Timing(
+            "worst tk timer delay", max(lateness, default=0.0), "while downloading (50 ms ticks)"
+        ),
+        Timing("CPU used in 1 s idle", idle_cpu, "no polling timer: near zero"),
     ]
 
 
@@ -147,9 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NO_DISPLAY
     if args.auto:
         rows = measure(args.files)
-        width = max(len(r[0]) for r in rows)
-        for name, seconds, note in rows:
-            print(f"  {name:<{width}}  {seconds:7.3f} s  {note}")
+        width = max(len(r.label) for r in rows)
+        for row in rows:
+            print(f"  {row.label:<{width}}  {row.seconds:7.3f} s  {row.note}")
         return 0
 
     from asyncconc.gui import run_download_window

@@ -21,13 +21,23 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncconc
 from asyncconc import ping_pong, ping_pong_processes, ping_pong_processes_broken
 
-Row = tuple[str, float, str]
-"""(variant, seconds, what happened): one line of the comparison table."""
+__all__ = ["Timing", "main", "measure"]
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """One line of the comparison table."""
+
+    label: str
+    seconds: float
+    note: str = ""
+
 
 Game = Callable[..., Coroutine[Any, Any, list[str]]]
 
@@ -36,7 +46,7 @@ def _alternates(words: Sequence[str]) -> bool:
     return all(a != b for a, b in itertools.pairwise(words))
 
 
-def play(name: str, game: Game, n: int, *, echo: bool) -> Row:
+def play(name: str, game: Game, n: int, *, echo: bool) -> Timing:
     """Run one variant, print its words on one line when ``echo``; its row."""
     out = sys.stdout if echo else io.StringIO()
     if echo:
@@ -53,10 +63,10 @@ def play(name: str, game: Game, n: int, *, echo: bool) -> Row:
     else:
         alternating = "alternating" if _alternates(words) else "not alternating"
         verdict = f"WRONG: {tally} = {len(words)} words, not {n}; {alternating}"
-    return (name, seconds, verdict)
+    return Timing(name, seconds, verdict)
 
 
-def measure(n: int = 10, *, echo: bool = False) -> list[Row]:
+def measure(n: int = 10, *, echo: bool = False) -> list[Timing]:
     """Run the three variants with ``n`` words each; the rows."""
     return [
         play("processes, global counter (lesson)", ping_pong_processes_broken, n, echo=echo),
@@ -73,9 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("-n must be 0 or more")
     rows = measure(args.n, echo=True)
     print()
-    width = max(len(r[0]) for r in rows)
-    for name, seconds, note in rows:
-        print(f"  {name:<{width}}  {seconds:6.2f} s  {note}")
+    width = max(len(r.label) for r in rows)
+    for row in rows:
+        print(f"  {row.label:<{width}}  {row.seconds:6.2f} s  {row.note}")
     print(
         "Each spawned process gets its own 'counter', so the lesson's version prints n words "
         "per process. Passing a ball (the count of words left) makes the players take "
