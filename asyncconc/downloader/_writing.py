@@ -224,8 +224,11 @@ class PartFile:
             finally:
                 done.set()
 
+        future = asyncio.get_running_loop().run_in_executor(None, job)
+        # Only a job that was really handed to a thread may be waited for:
+        # were the executor refusing work, keep() must not wait forever.
         self._pending = done
-        return asyncio.get_running_loop().run_in_executor(None, job)
+        return future
 
     async def _run(self, fn: Callable[[], T]) -> T:
         await self._wait_pending()
