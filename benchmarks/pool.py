@@ -2,6 +2,7 @@
 
     python benchmarks/pool.py            # the full run (about a minute on 2 cores)
     python benchmarks/pool.py --quick    # smaller sizes, a smoke test
+    python benchmarks/pool.py --sections A   # only the sum, e.g. on a quiet machine
 
 (A) 1 + ... + N with the lesson's Python-loop kernel in 8 chunks: speedup over
     one process, on a warm pool and end to end (construction, work, shutdown).
@@ -402,6 +403,9 @@ def render(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
+    parser.add_argument(
+        "--sections", default="ABCD", help="which sections to run, e.g. A or BC (default: ABCD)"
+    )
     parser.add_argument("--first-result", metavar="LIBRARY", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.first_result:
@@ -416,13 +420,15 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     rows: list[Row] = []
-    benches: list[Callable[[], list[Row]]] = [
-        lambda: bench_sum(sizes, workers),
-        lambda: bench_tiny(sizes, workers),
-        lambda: bench_naps(sizes),
-        bench_first_result,
-    ]
-    for bench in benches:
+    benches: dict[str, Callable[[], list[Row]]] = {
+        "A": lambda: bench_sum(sizes, workers),
+        "B": lambda: bench_tiny(sizes, workers),
+        "C": lambda: bench_naps(sizes),
+        "D": bench_first_result,
+    }
+    for name, bench in benches.items():
+        if name not in args.sections.upper():
+            continue
         new = bench()
         for row in new:
             print(f"{row.section:8} {row.library:22} {row.what:34} {row.value:>18} {row.ratio}")
