@@ -28,10 +28,15 @@ class SumRun:
     seconds: float
 
 
-async def parallel_sum(n: int, *, workers: int | None = None, chunks: int = 8) -> SumRun:
-    """1 + ... + ``n`` in ``chunks`` ranges on a fresh pool; the time includes its start."""
+async def parallel_sum(
+    n: int, *, workers: int | None = None, chunks: int = 8, loop: str = "auto"
+) -> SumRun:
+    """1 + ... + ``n`` in ``chunks`` ranges on a fresh pool; the time includes its start.
+
+    ``loop`` picks the workers' event loop (the caller's is whatever runs this).
+    """
     start = time.perf_counter()
-    async with LoopPool(workers) as pool:
+    async with LoopPool(workers, loop=loop) as pool:
         total = 0
         async for part in pool.starmap(partial_sum, split_range(1, n + 1, chunks)):
             total += part
@@ -82,7 +87,7 @@ def _handle(args: argparse.Namespace) -> int:
         raise UsageError(f"sum: --workers must be at least 1, not {workers}")
     if chunks < 1:
         raise UsageError(f"sum: --chunks must be at least 1, not {chunks}")
-    result = run(parallel_sum(n, workers=workers, chunks=chunks), loop=args.loop)
+    result = run(parallel_sum(n, workers=workers, chunks=chunks, loop=args.loop), loop=args.loop)
     expected = n * (n + 1) // 2
     if result.total != expected:  # pragma: no cover - would be a bug
         print(f"sum 1..{n} = {result.total}, but N(N+1)/2 = {expected}: MISMATCH")
