@@ -266,9 +266,8 @@ class LoopPool:
             ) from exc
         assert self._loop is not None
         name, is_async = self._fn_info(fn)
-        return Job(
-            next(self._ids), name, payload, len(arglist), is_async, self._loop.create_future()
-        )
+        future = self._loop.create_future()
+        return Job(next(self._ids), name, payload, len(arglist), is_async, future, timeout)
 
     def _fn_info(self, fn: Callable[..., Any]) -> tuple[str, bool]:
         # Cached: naming and inspecting a function cost more than pickling

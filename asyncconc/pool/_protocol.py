@@ -28,6 +28,7 @@ __all__ = [
     "JOB",
     "READY",
     "RESULT",
+    "STARTED",
     "STOP",
     "Channel",
     "Frame",
@@ -45,6 +46,7 @@ RESULT = 11  # id = job id, payload = pickle of (results, error | None, elapsed)
 CANCELLED = 12  # id = job id: it was dropped or cancelled, no result follows
 READY = 13  # the initializer has run; payload = pid as text
 INIT_FAILED = 14  # payload = pickle of (exception bytes, remote traceback text)
+STARTED = 15  # id = job id: a plain-function job with a timeout starts now
 
 # The first item of a result's ``error``.
 ERR_RAISED = 0  # (ERR_RAISED, pickled exception, traceback text)

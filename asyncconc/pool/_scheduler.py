@@ -34,7 +34,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from asyncconc._errors import PicklingError, PoolClosedError, PoolError, WorkerCrashedError
+from asyncconc._errors import (
+    PicklingError,
+    PoolClosedError,
+    PoolError,
+    TaskTimeoutError,
+    WorkerCrashedError,
+)
 from asyncconc.pool import _protocol as wire
 from asyncconc.pool._worker import WorkerConfig, describe
 from asyncconc.pool._worker import main as worker_main
@@ -45,6 +51,9 @@ __all__ = ["Job", "Launched", "Outcome", "Scheduler", "kill_launched"]
 _SYNC_QUEUE_SECONDS = 0.02
 # Workers that die before their initializer finishes, in a row, break the pool.
 _MAX_START_FAILURES = 3
+# A plain-function job this long past its timeout is stuck where SIGALRM
+# cannot reach (C code): its worker is killed.
+_BACKSTOP_GRACE = 2.0
 
 # (results before the failure, the failure or None, seconds measured in the worker)
 Outcome = tuple[list[Any], BaseException | None, float]
@@ -62,9 +71,11 @@ class Job:
     ncalls: int
     is_async: bool
     future: asyncio.Future[Outcome]
+    timeout: float | None = None
     attempts: int = 0
     estimate: float = 0.0
     worker: WorkerHandle | None = None
+    backstop: asyncio.TimerHandle | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -257,6 +268,9 @@ class Scheduler:
         jobs = list(worker.jobs.values())
         worker.jobs.clear()
         for job in reversed(jobs):
+            if job.backstop is not None:
+                job.backstop.cancel()
+                job.backstop = None
             if job.future.done():
                 continue
             if job.attempts <= self._retries and not self._closed:
@@ -305,6 +319,11 @@ class Scheduler:
                 if job is not None:
                     self._release(worker, job)
                     job.future.cancel()
+            elif kind == wire.STARTED:
+                job = worker.jobs.get(ident)
+                if job is not None and job.timeout is not None and job.backstop is None:
+                    delay = job.timeout * job.ncalls + _BACKSTOP_GRACE
+                    job.backstop = self._loop.call_later(delay, self._overrun, worker, job)
             elif kind == wire.READY:
                 worker.ready = True
                 self._start_failures = 0
@@ -354,8 +373,31 @@ class Scheduler:
         if self.broken is None:
             self._break(PoolError(message), cause)
 
+    def _overrun(self, worker: WorkerHandle, job: Job) -> None:
+        """``job`` ignored SIGALRM past its timeout: fail it and kill its worker.
+
+        The worker's other jobs then follow the crash rules (retry or
+        :class:`WorkerCrashedError`).
+        """
+        job.backstop = None
+        if worker.jobs.pop(job.ident, None) is None:
+            return
+        self._release(worker, job)
+        if not job.future.done():
+            message = (
+                f"{job.fn_name} exceeded its timeout of {job.timeout:g} s and could not be "
+                f"interrupted; its worker process {worker.process.pid} was killed"
+            )
+            job.future.set_result(([], TaskTimeoutError(message), 0.0))
+        worker.accepting = False
+        if worker.process.exitcode is None:
+            worker.process.kill()
+
     def _release(self, worker: WorkerHandle, job: Job) -> None:
         job.worker = None
+        if job.backstop is not None:
+            job.backstop.cancel()
+            job.backstop = None
         if job.is_async:
             worker.async_calls -= job.ncalls
         else:

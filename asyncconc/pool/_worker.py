@@ -18,8 +18,9 @@ initializer once and serves jobs until the pool sends STOP:
 
 A per-task timeout cancels a coroutine (``asyncio.timeout``) and interrupts a
 plain function with SIGALRM, which works for Python code and for system
-calls; a call stuck inside C code that never checks for signals cannot be
-interrupted this way.
+calls. For a call stuck inside C code that never checks for signals, the
+worker tells the pool when such a job starts (STARTED) and the pool kills
+the worker if the job overruns its timeout by a grace period.
 """
 
 from __future__ import annotations
@@ -251,6 +252,11 @@ class _Worker:
                     self._cancelled.discard(ident)
                     self._send(wire.CANCELLED, ident)
                     continue
+                if timeout is not None:
+                    # Out before the call: the pool's backstop timer starts now.
+                    self._send(wire.STARTED, ident)
+                    assert self._channel is not None
+                    self._channel.flush_now()
                 self._send(wire.RESULT, ident, self._run_sync(fn, arglist, kwargs, timeout, star))
                 if time.perf_counter() > deadline:
                     break

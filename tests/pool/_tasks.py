@@ -23,6 +23,7 @@ __all__ = [
     "async_sleep",
     "boom",
     "crash_once",
+    "deaf_sleep",
     "get_initialized",
     "inc",
     "init_fail",
@@ -158,3 +159,12 @@ async def async_announce_then_sleep(port: int, seconds: float) -> int:
 
 async def running_loop_module() -> str:
     return type(asyncio.get_running_loop()).__module__
+
+
+def deaf_sleep(seconds: float) -> None:
+    """Sleep with SIGALRM blocked, like C code that never checks for signals."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    try:
+        time.sleep(seconds)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})

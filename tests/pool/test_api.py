@@ -311,3 +311,13 @@ async def test_a_crash_while_draining_is_retried_on_a_replacement(tmp_path: Path
         task = asyncio.create_task(pool.submit(_tasks.crash_once, str(marker)))
         await asyncio.sleep(0)  # let the submit enqueue, then leave the block
     assert task.result() != int(marker.read_text())
+
+
+async def test_a_call_deaf_to_its_timeout_costs_its_worker_not_the_pool() -> None:
+    async with LoopPool(1, task_timeout=0.2) as pool:
+        before = pool.worker_pids()
+        async with asyncio.timeout(30):
+            with pytest.raises(TaskTimeoutError, match="could not be interrupted"):
+                await pool.submit(_tasks.deaf_sleep, 60)
+        assert await pool.submit(_tasks.inc, 1) == 2
+        assert pool.worker_pids() != before
