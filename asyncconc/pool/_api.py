@@ -98,7 +98,9 @@ class LoopPool:
     fresh one. ``retries`` is how many more times a task runs when the worker
     running it dies. ``task_timeout`` (seconds) bounds each call, as does the
     ``timeout`` of :meth:`map` and :meth:`starmap`; an overrun raises
-    :class:`TaskTimeoutError` in the caller and the worker lives on.
+    :class:`TaskTimeoutError` in the caller and the worker lives on, unless
+    the call sits in C code deaf to SIGALRM: then its worker is killed and
+    replaced once the timeout is 2 s past.
 
     Errors: a task's exception is re-raised as itself with the worker's
     traceback attached as a note; an argument or result that cannot be
