@@ -225,6 +225,11 @@ class PartFile:
                 done.set()
 
         future = asyncio.get_running_loop().run_in_executor(None, job)
+        # Callers await this through asyncio.shield(): cancelling the awaiting
+        # task must not cancel the job, since a job still queued behind busy
+        # worker threads would then never run nor set ``done``, and keep()
+        # would wait for it forever. Its outcome is always retrieved.
+        future.add_done_callback(_retrieve)
         # Only a job that was really handed to a thread may be waited for:
         # were the executor refusing work, keep() must not wait forever.
         self._pending = done
@@ -233,7 +238,7 @@ class PartFile:
     async def _run(self, fn: Callable[[], T]) -> T:
         await self._wait_pending()
         try:
-            return await self._submit(fn)
+            return await asyncio.shield(self._submit(fn))
         except OSError as exc:
             raise WriteError(f"cannot write {self.part}: {exc.strerror or exc}", url="") from exc
 
@@ -249,7 +254,7 @@ class PartFile:
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is not None:
             try:
-                await in_flight
+                await asyncio.shield(in_flight)
             except OSError as exc:
                 raise WriteError(f"cannot write {self.part}: {exc.strerror}", url="") from exc
 
@@ -334,6 +339,12 @@ class PartFile:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a job's outcome as seen (its awaiting task may have been cancelled)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _drop_prefix(chunks: list[bytes], n: int) -> list[bytes]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,45 @@ async def test_keep_saves_thousands_of_small_chunks(tmp_path: Path) -> None:
     await write_all(part, data, piece=10)
     part.keep()
     assert (tmp_path / "file.bin.part").read_bytes() == data
+
+
+@pytest.mark.parametrize("size", [10, 3 * FLUSH_BYTES])
+async def test_keep_after_a_cancel_while_the_write_was_queued_does_not_hang(
+    tmp_path: Path, size: int
+) -> None:
+    # Every worker thread busy: the PartFile's job waits in the executor's
+    # queue when its task is cancelled. keep() must still save the data.
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    blockers = [loop.run_in_executor(None, release.wait) for _ in range(64)]
+    data = pattern_bytes(size, seed=size)
+    part = new_part(tmp_path / "file.bin")
+    try:
+        await part.start(0)
+        task = asyncio.create_task(write_and_commit(part, data))
+        for _ in range(5):
+            await asyncio.sleep(0)  # the task reaches its queued job
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        keeper = threading.Thread(target=part.keep, daemon=True)
+        keeper.start()
+        keeper.join(10)
+        assert not keeper.is_alive(), "keep() hangs on a job that will never run"
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)
+    # What was handed over is saved for a resume, or (the commit's job had
+    # started) the file is complete.
+    final = tmp_path / "file.bin"
+    if final.exists():
+        assert final.read_bytes() == data
+    else:
+        assert part.size > 0
+        assert (tmp_path / "file.bin.part").read_bytes() == data[: part.size]
+
+
+async def write_and_commit(part: PartFile, data: bytes) -> None:
+    await write_all(part, data)
+    await part.commit(expected_size=len(data), expected_sha256=None)
