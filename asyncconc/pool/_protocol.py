@@ -84,7 +84,7 @@ class Channel:
         self._on_eof = on_eof
         self._inbox = bytearray()
         self._outbox: list[bytes] = []
-        self._tail = b""
+        self._tail = memoryview(b"")
         self._flush_scheduled = False
         self._writing = False
         self._closed = False
@@ -148,23 +148,26 @@ class Channel:
             self._outbox.clear()
             return
         if sent < len(data):
-            self._tail = data[sent:]
+            # A memoryview, so the rest is sliced without copying: a 100 MB
+            # result would otherwise be copied once per send.
+            self._tail = memoryview(data)[sent:]
             if not self._writing:
                 self._writing = True
                 self._loop.add_writer(self._fd, self._on_writable)
 
     def _on_writable(self) -> None:
-        data = self._tail + b"".join(self._outbox)
-        self._outbox.clear()
-        self._tail = b""
+        if not self._tail:
+            self._tail = memoryview(b"".join(self._outbox))
+            self._outbox.clear()
         try:
-            sent = self._sock.send(data)
+            sent = self._sock.send(self._tail)
         except (BlockingIOError, InterruptedError):
-            sent = 0
+            return
         except OSError:
-            sent = len(data)
-        if sent < len(data):
-            self._tail = data[sent:]
+            sent = len(self._tail)
+            self._outbox.clear()
+        self._tail = self._tail[sent:]
+        if self._tail or self._outbox:
             return
         self._writing = False
         self._loop.remove_writer(self._fd)

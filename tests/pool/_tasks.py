@@ -21,6 +21,7 @@ __all__ = [
     "async_add",
     "async_pid",
     "async_sleep",
+    "blob",
     "boom",
     "crash_once",
     "deaf_sleep",
@@ -29,6 +30,7 @@ __all__ = [
     "init_fail",
     "init_mark",
     "kill_self",
+    "length",
     "make_unpicklable",
     "pid",
     "running_loop_module",
@@ -168,3 +170,11 @@ def deaf_sleep(seconds: float) -> None:
         time.sleep(seconds)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+
+
+def blob(size: int) -> bytes:
+    return b"x" * size
+
+
+def length(data: bytes) -> int:
+    return len(data)
