@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "NeedsContextError",
     "TaskFailedError",
     "Unpicklable",
     "add",
@@ -33,6 +34,7 @@ __all__ = [
     "length",
     "make_unpicklable",
     "pid",
+    "raise_unrebuildable",
     "running_loop_module",
     "sleep_then",
     "spin",
@@ -178,3 +180,14 @@ def blob(size: int) -> bytes:
 
 def length(data: bytes) -> int:
     return len(data)
+
+
+class NeedsContextError(Exception):
+    """An exception whose pickled form cannot be rebuilt (keyword-only init)."""
+
+    def __init__(self, *, context: str) -> None:
+        super().__init__(f"failed in {context}")
+
+
+def raise_unrebuildable() -> None:
+    raise NeedsContextError(context="the worker")

@@ -329,3 +329,19 @@ async def test_large_arguments_and_results_cross_in_linear_time(pool: LoopPool) 
         data = await pool.submit(_tasks.blob, size)
         assert len(data) == size
         assert await pool.submit(_tasks.length, data) == size
+
+
+async def test_an_exception_that_cannot_be_rebuilt_arrives_as_pickling_error(
+    pool: LoopPool,
+) -> None:
+    with pytest.raises(PicklingError, match="NeedsContextError: failed in the worker") as info:
+        await pool.submit(_tasks.raise_unrebuildable)
+    assert "raise_unrebuildable" in "\n".join(info.value.__notes__)
+
+
+async def test_an_unpicklable_initializer_fails_at_start() -> None:
+    pool = LoopPool(1, initializer=lambda: None)
+    with pytest.raises(PicklingError, match="initializer"):
+        await pool.__aenter__()
+    with pytest.raises(PoolClosedError):
+        await pool.submit(_tasks.inc, 1)
