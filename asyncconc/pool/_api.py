@@ -113,7 +113,10 @@ class LoopPool:
     and Ctrl-C, kills them at once. :meth:`terminate` kills them now. Workers
     never outlive this process: each dies with its parent (Linux
     ``PR_SET_PDEATHSIG``) and watches a socket only this process holds.
-    See the module docstring for the start method.
+    See the module docstring for the start method. As with any non-fork
+    start method, functions must be importable by name (module level, not
+    lambdas or closures) and the main script must guard its entry point
+    with ``if __name__ == "__main__":``, since workers import it.
     """
 
     def __init__(
