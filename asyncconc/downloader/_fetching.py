@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -48,6 +49,14 @@ _TRANSIENT_STATUSES = frozenset({408, 429})
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
 # Credentials are for the host the user named, not for wherever it redirects.
 _ORIGIN_BOUND_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
+_ORIGIN_BOUND_LOWER = frozenset(name.lower() for name in _ORIGIN_BOUND_HEADERS)
+
+
+def _carries_credentials(session: aiohttp.ClientSession) -> bool:
+    """Whether ``session`` adds credentials to every request it makes."""
+    return session.auth is not None or any(
+        name in session.headers for name in _ORIGIN_BOUND_HEADERS
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,13 +265,7 @@ class _Job:
         seen = {url}
         for _ in range(MAX_REDIRECTS + 1):
             try:
-                response = await self.ctx.session.get(
-                    url,
-                    headers=headers,
-                    allow_redirects=False,
-                    auto_decompress=False,
-                    timeout=self.ctx.timeout,
-                )
+                response = await self._get(url, headers, foreign=urlsplit(url)[:2] != origin)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
                 raise _Transient(_describe(exc)) from exc
             except (aiohttp.ClientError, ValueError) as exc:
@@ -285,6 +288,31 @@ class _Job:
                 for name in _ORIGIN_BOUND_HEADERS:
                     headers.popall(name, None)
         raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=self.request.url)
+
+    async def _get(
+        self, url: str, headers: CIMultiDict[str], *, foreign: bool
+    ) -> aiohttp.ClientResponse:
+        session = self.ctx.session
+        options: dict[str, Any] = {
+            "allow_redirects": False,
+            "auto_decompress": False,
+            "timeout": self.ctx.timeout,
+        }
+        if not (foreign and _carries_credentials(session)):
+            return await session.get(url, headers=headers, **options)
+        # A caller's session may add credentials to every request (default
+        # headers, auth) and aiohttp cannot leave them out of one request. So
+        # another origin is asked through a bare session on the same
+        # connection pool, with the session's other default headers.
+        merged = CIMultiDict(
+            (k, v) for k, v in session.headers.items() if k.lower() not in _ORIGIN_BOUND_LOWER
+        )
+        merged.update(headers)
+        bare = aiohttp.ClientSession(connector=session.connector, connector_owner=False)
+        try:
+            return await bare.get(url, headers=merged, **options)
+        finally:
+            await bare.close()  # the pool stays open: it is the caller's
 
     async def _receive(self, response: aiohttp.ClientResponse, offset: int) -> DownloadResult:
         status = response.status

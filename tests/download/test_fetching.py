@@ -262,6 +262,33 @@ async def test_credentials_are_not_forwarded_to_another_origin(
     assert len(server.requests) == 3
 
 
+async def test_a_caller_sessions_credentials_stay_with_their_origin(
+    server: FileServer, dest: Path
+) -> None:
+    defaults = {"Authorization": "Bearer session-secret", "X-Trace": "from-session"}
+    async with serve_files() as other, aiohttp.ClientSession(headers=defaults) as session:
+        served = other.add_generated("f.bin", 3_000_000)
+        server.add_bytes("g.bin", b"same origin")
+        moved, same = await download(
+            [
+                server.url("f.bin", location=other.url("f.bin")),
+                server.url("g.bin", redirect=1),
+            ],
+            dest,
+            session=session,
+            **FAST,
+        )
+        assert not session.closed
+    assert moved.status == "ok", moved.error
+    assert moved.sha256 == served.sha256
+    assert same.status == "ok"
+    (at_other,) = other.requests
+    assert "Authorization" not in at_other.headers
+    assert at_other.headers["X-Trace"] == "from-session"
+    assert len(server.requests) == 3
+    assert all(r.headers["Authorization"] == "Bearer session-secret" for r in server.requests)
+
+
 # -- timeouts -------------------------------------------------------------------------
 
 
