@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped,unused-ignore]  # types-psutil is optional
+import pytest
 
 from tests.pool._support import wait_gone
 
@@ -52,6 +53,7 @@ async def _start(tmp_path: Path) -> tuple[asyncio.subprocess.Process, list[int]]
         cwd=ROOT,
         env=env,
         stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,  # its own process group, as in a terminal
     )
     assert child.stdout is not None
     async with asyncio.timeout(60):
@@ -61,9 +63,13 @@ async def _start(tmp_path: Path) -> tuple[asyncio.subprocess.Process, list[int]]
     return child, pids
 
 
-async def test_ctrl_c_stops_the_owner_and_leaves_no_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["owner", "process group"])
+async def test_ctrl_c_stops_the_owner_and_leaves_no_worker(tmp_path: Path, target: str) -> None:
     child, workers = await _start(tmp_path)
-    child.send_signal(signal.SIGINT)
+    if target == "owner":
+        child.send_signal(signal.SIGINT)
+    else:  # what a terminal's Ctrl-C does: every process of the group gets it
+        os.killpg(child.pid, signal.SIGINT)
     async with asyncio.timeout(30):
         out, _ = await child.communicate()
     assert child.returncode == 130
