@@ -11,7 +11,7 @@ import unicodedata
 from pathlib import Path, PurePosixPath
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncconc import DownloadRequest, download
@@ -194,6 +194,7 @@ def test_hostile_content_disposition_keeps_only_a_basename(value: str, expected:
     assert choose_name(URL, value) == expected
 
 
+@settings(deadline=None)
 @given(st.text())
 def test_any_content_disposition_yields_a_safe_name(value: str) -> None:
     assert_safe_component(choose_name(URL, "attachment; filename*=UTF-8''" + value))
@@ -201,6 +202,7 @@ def test_any_content_disposition_yields_a_safe_name(value: str) -> None:
     assert_safe_component(choose_name(URL, value))
 
 
+@settings(deadline=None)
 @given(st.text())
 def test_any_url_path_yields_a_safe_name(segment: str) -> None:
     from urllib.parse import quote
