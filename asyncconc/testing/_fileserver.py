@@ -303,6 +303,8 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
         b = int(last) + 1 if last else size
     except ValueError:
         return None
+    if a < 0 or (last and b <= a):
+        return None  # a syntactically invalid range is ignored (RFC 9110 14.2)
     if a >= size:
         return "unsatisfiable"
     return a, min(b, size)

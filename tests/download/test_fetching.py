@@ -749,3 +749,31 @@ async def test_a_server_dribbling_tiny_pieces_is_saved_intact(
     assert result.status == "ok", result.error
     assert result.sha256 == served.sha256
     assert reads > 1024, "the test needs many small reads"
+
+
+@pytest.mark.parametrize(
+    ("range_header", "status", "body"),
+    [
+        ("bytes=2-4", 206, b"234"),
+        ("bytes=-3", 206, b"789"),
+        ("bytes=3-100", 206, b"3456789"),
+        ("bytes=20-", 416, None),
+        ("bytes=5-2", 200, b"0123456789"),  # invalid: ignored, not a crash
+        ("bytes=x-", 200, b"0123456789"),
+        ("bytes=0-1,4-5", 200, b"0123456789"),
+        ("items=1-2", 200, b"0123456789"),
+    ],
+)
+async def test_the_loopback_server_answers_ranges_like_a_real_server(
+    server: FileServer, range_header: str, status: int, body: bytes | None
+) -> None:
+    server.add_bytes("digits", b"0123456789")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(server.url("digits"), headers={"Range": range_header}) as response,
+    ):
+        assert response.status == status
+        if status == 416:
+            assert response.headers["Content-Range"] == "bytes */10"
+        else:
+            assert await response.read() == body
