@@ -80,7 +80,8 @@ def _default_workers() -> int:
 class LoopPool:
     """A pool of worker processes, each running its own event loop.
 
-    Use it as an async context manager::
+    Use it as an async context manager, from the event loop that entered
+    it (it is not thread-safe)::
 
         async with LoopPool() as pool:
             total = sum([s async for s in pool.starmap(partial_sum, ranges)])

@@ -8,7 +8,9 @@ Every worker is watched twice from the caller's loop: its socket (replies)
 and its process sentinel (death, seen at once). When a worker dies, frames
 it sent just before are read first; then each job it still held is queued
 again if ``retries`` allows, or fails with :class:`WorkerCrashedError`, and
-a replacement starts (a fork from the fork server, a few milliseconds).
+a replacement starts: a fork from the fork server, done synchronously in the
+loop because it takes a few milliseconds (only if the fork server itself
+has died does this block for its ~0.2 s reboot).
 Workers that die before their initializer finishes, three times in a row,
 break the pool instead of respawning forever.
 
