@@ -70,7 +70,15 @@ MIB = 1024 * KIB
 MB = 1_000_000
 GEN_BLOCK = 4 * MIB
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_TOOLS = ("asyncconc", "asyncconc-asyncio", "aria2c", "curl", "wget2", "threads")
+DEFAULT_TOOLS = (
+    "asyncconc",
+    "asyncconc-asyncio",
+    "asyncconc-w2",
+    "aria2c",
+    "curl",
+    "wget2",
+    "threads",
+)
 ALL_SETS = ("small", "large", "latency")
 
 
@@ -544,14 +552,16 @@ def _plain_list(job: Job) -> Path:
     return _write(job.inputs / "urls.txt", text)
 
 
-def cmd_asyncconc(loop: str, source: str | None = None) -> Callable[[Job], list[str]]:
+def cmd_asyncconc(
+    loop: str, source: str | None = None, extra: Sequence[str] = ()
+) -> Callable[[Job], list[str]]:
     """The asyncconc CLI; from a copy of the package in ``source`` if given (``--variant``)."""
     launcher = ["-m", "asyncconc"] if source is None else [__file__, "_run_from", source]
 
     def build(job: Job) -> list[str]:
         urls = _plain_list(job)
         return [job.python, *launcher, "download", str(urls), "-o", str(job.dest),
-                "-j", str(job.jobs), "-q", "--loop", loop]  # fmt: skip
+                "-j", str(job.jobs), "-q", "--loop", loop, *extra]  # fmt: skip
 
     return build
 
@@ -599,6 +609,10 @@ TOOLS = {
     "asyncconc": Tool("asyncconc", cmd_asyncconc("auto"), "python:asyncconc", False),
     "asyncconc-asyncio": Tool(
         "asyncconc-asyncio", cmd_asyncconc("asyncio"), "python:asyncconc", False
+    ),
+    # -j 16 in total, split over two processes (one event loop per core).
+    "asyncconc-w2": Tool(
+        "asyncconc-w2", cmd_asyncconc("auto", None, ["--workers", "2"]), "python:asyncconc", False
     ),
     "aria2c": Tool("aria2c", cmd_aria2c, "aria2c", True),
     "curl": Tool("curl", cmd_curl, "curl", True),
@@ -666,7 +680,13 @@ TIME = "/usr/bin/time"
 def measure(
     cmd: list[str], timeout: float, log: Path
 ) -> tuple[float, float, float, int, int, bool]:
-    """Run ``cmd``; (wall, user, sys, max RSS KiB, returncode, timed out)."""
+    """Run ``cmd``; (wall, user, sys, max RSS KiB, returncode, timed out).
+
+    The peak is the larger of GNU time's max RSS (one process) and the
+    largest *sum* of RSS over the tool's process tree, sampled every 50 ms
+    (for multi-process runs such as ``--workers 2``; shared pages count once
+    per process, so that sum errs high).
+    """
     stats = log.with_suffix(".time")
     stats.unlink(missing_ok=True)
     timed = [TIME, "-f", "%U %S %M %x", "-o", str(stats), "--", *cmd]
@@ -676,6 +696,8 @@ def measure(
             timed, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
         )
         timed_out = False
+        sampler = _TreeSampler(proc.pid)
+        sampler.start()
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -684,6 +706,7 @@ def measure(
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         wall = time.perf_counter() - start
+        sampler.stop()
     user = system = 0.0
     peak = 0
     code = proc.returncode
@@ -695,7 +718,63 @@ def measure(
             int(fields[2]),
             int(fields[3]),
         )
-    return wall, user, system, peak, code, timed_out
+    if sampler.cpu > user + system + 0.05:  # workers that GNU time did not see
+        extra = sampler.cpu - (user + system)
+        share = user / (user + system) if user + system > 0 else 0.5
+        user, system = user + extra * share, system + extra * (1 - share)
+    return wall, user, system, max(peak, sampler.peak_kib), code, timed_out
+
+
+class _TreeSampler:
+    """Summed RSS (max over time) and CPU of ``pid``'s descendants (psutil, if installed).
+
+    CPU: the last user+sys seen for every process of the tree, summed; it
+    catches worker processes that the tool does not reap itself (those are
+    missing from GNU time's figure), but loses up to 50 ms of each process
+    that exits between two samples.
+    """
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid = pid
+        self.peak_kib = 0
+        self.cpu_seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        try:
+            import psutil
+        except ImportError:
+            return
+        try:
+            root = psutil.Process(self.pid)  # GNU time; the tool is below it
+        except psutil.Error:
+            return
+        while not self._stop.wait(0.05):
+            total = 0
+            try:
+                children = root.children(recursive=True)
+            except psutil.Error:
+                return
+            for child in children:
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
+                    times = child.cpu_times()
+                    self.cpu_seen[child.pid] = times.user + times.system
+            self.peak_kib = max(self.peak_kib, total // 1024)
+
+    @property
+    def cpu(self) -> float:
+        return sum(self.cpu_seen.values())
 
 
 def verify(dest: Path, files: list[FileSpec]) -> tuple[int, list[str], list[str]]:
