@@ -1,9 +1,12 @@
-"""``python -m asyncconc demo``: the main job, end to end, with no internet.
+"""``python -m asyncconc demo``: the main job and every lesson, with no internet.
 
-Starts the built-in loopback file server with a generated set of files
-(a few of them misbehaving: a 503 that recovers, a body that ends early, a
-Content-Disposition name), downloads them all with the real downloader,
-verifies every sha256 and prints the summary.
+First the main job: the built-in loopback file server with a generated set
+of files (a few of them misbehaving: a 503 that recovers, a body that ends
+early, a Content-Disposition name), all downloaded with the real downloader,
+every sha256 verified, and the summary. Then the lesson's scenarios (all but
+the GUI), each the old way beside the asyncconc way, in one comparison
+table. ``--quick`` shrinks the lessons (for smoke tests), ``--no-lessons``
+skips them.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import argparse
 import contextlib
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from asyncconc.downloader._cli import run_download
+from asyncconc.downloader._cli import _int_at_least, run_download
 from asyncconc.downloader._models import DownloadRequest
+from asyncconc.lessons._table import Timing, format_rows
 from asyncconc.testing._fileserver import serve_files
 
 __all__ = ["register"]
@@ -44,8 +49,12 @@ def register(subparsers: Any) -> None:
         default=None,
         help="keep the files in DIR (default: a temporary folder, removed afterwards)",
     )
-    parser.add_argument("-j", "--jobs", type=int, default=16, metavar="N", help="downloads at once")
+    parser.add_argument(
+        "-j", "--jobs", type=_int_at_least(1), default=16, metavar="N", help="downloads at once"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="only the summary")
+    parser.add_argument("--quick", action="store_true", help="small sizes for the lessons")
+    parser.add_argument("--no-lessons", action="store_true", help="only the download job")
     add_loop_option(parser)
     parser.set_defaults(handler=_handle)
 
@@ -90,4 +99,35 @@ def _handle(args: argparse.Namespace) -> int:
         )
         if code == 0:
             print("every file verified against its sha256")
+    if code != 0 or args.no_lessons:
         return code
+    print()
+    print("The lesson's scenarios, the classic way beside the asyncconc way:")
+    for title, rows in _lessons(quick=args.quick):
+        print(f"{title}")
+        print("\n".join(format_rows(rows)), flush=True)
+    return 0
+
+
+def _lessons(*, quick: bool) -> Iterator[tuple[str, list[Timing]]]:
+    """Each non-GUI lesson, measured; small sizes when ``quick``."""
+    from asyncconc.lessons import account, divide_and_conquer, downloads, gil, pingpong
+
+    n_sum = 3_000_000 if quick else 100_000_000
+    yield (
+        "downloads (5 files, each answered after 0.5-1.0 s)"
+        if not quick
+        else "downloads (3 files, 0.1-0.2 s)",
+        downloads.measure(3, min_delay=0.1, max_delay=0.2)
+        if quick
+        else downloads.measure(5, min_delay=0.5, max_delay=1.0),
+    )
+    deposits = 20 if quick else 100
+    yield (
+        f"account ({deposits} deposits of 1 at once)",
+        account.measure(deposits, 0.005 if quick else 0.01),
+    )
+    yield "ping/pong (10 words in all)", pingpong.measure(10)
+    n_gil = 1_000_000 if quick else 30_000_000
+    yield f"GIL (1 + ... + {n_gil:,} in threads and processes)", gil.measure(n_gil)
+    yield f"divide and conquer (1 + ... + {n_sum:,})", divide_and_conquer.measure(n_sum)
