@@ -5,6 +5,9 @@ core: concurrent downloads, a lock-guarded account, ping/pong through
 queues and a process pool with one event loop per core.
 """
 
+import importlib as _importlib
+import typing as _typing
+
 from asyncconc._errors import (
     AccountError,
     AsyncConcError,
@@ -26,21 +29,61 @@ from asyncconc._errors import (
     WriteError,
 )
 from asyncconc._runner import run
-from asyncconc.account import Account, UnsafeAccount
-from asyncconc.downloader import (
-    Downloader,
-    DownloaderOptions,
-    DownloadEvent,
-    DownloadFinished,
-    DownloadProgress,
-    DownloadRequest,
-    DownloadResult,
-    DownloadStarted,
-    download,
-    parse_url_list,
-)
-from asyncconc.pingpong import ping_pong, ping_pong_processes, ping_pong_processes_broken
-from asyncconc.pool import LoopPool, partial_sum, split_range
+
+# Everything else is imported on first use (PEP 562): a worker process of
+# LoopPool imports ``asyncconc.pool`` without paying for aiohttp, and a
+# script that only needs the account does not load the downloader.
+if _typing.TYPE_CHECKING:
+    from asyncconc.account import Account, UnsafeAccount
+    from asyncconc.downloader import (
+        Downloader,
+        DownloaderOptions,
+        DownloadEvent,
+        DownloadFinished,
+        DownloadProgress,
+        DownloadRequest,
+        DownloadResult,
+        DownloadStarted,
+        download,
+        parse_url_list,
+    )
+    from asyncconc.pingpong import ping_pong, ping_pong_processes, ping_pong_processes_broken
+    from asyncconc.pool import LoopPool, partial_sum, split_range
+
+_LAZY = {
+    "Account": "asyncconc.account",
+    "UnsafeAccount": "asyncconc.account",
+    "DownloadEvent": "asyncconc.downloader",
+    "DownloadFinished": "asyncconc.downloader",
+    "DownloadProgress": "asyncconc.downloader",
+    "DownloadRequest": "asyncconc.downloader",
+    "DownloadResult": "asyncconc.downloader",
+    "DownloadStarted": "asyncconc.downloader",
+    "Downloader": "asyncconc.downloader",
+    "DownloaderOptions": "asyncconc.downloader",
+    "download": "asyncconc.downloader",
+    "parse_url_list": "asyncconc.downloader",
+    "ping_pong": "asyncconc.pingpong",
+    "ping_pong_processes": "asyncconc.pingpong",
+    "ping_pong_processes_broken": "asyncconc.pingpong",
+    "LoopPool": "asyncconc.pool",
+    "partial_sum": "asyncconc.pool",
+    "split_range": "asyncconc.pool",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asyncconc' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 

@@ -49,6 +49,17 @@ def test_import_installs_no_event_loop_policy() -> None:
     assert "uvloop" not in out.stdout
 
 
+def test_importing_the_package_loads_neither_aiohttp_nor_the_pool() -> None:
+    code = (
+        "import sys, asyncconc\n"
+        "heavy = [m for m in ('aiohttp', 'rich', 'asyncconc.pool') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "asyncconc.LoopPool, asyncconc.download\n"
+        "assert 'aiohttp' in sys.modules and 'asyncconc.pool' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_package_ships_py_typed() -> None:
     from importlib.resources import files
 
