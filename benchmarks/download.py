@@ -718,10 +718,9 @@ def measure(
             int(fields[2]),
             int(fields[3]),
         )
-    if sampler.cpu > user + system + 0.05:  # workers that GNU time did not see
-        extra = sampler.cpu - (user + system)
-        share = user / (user + system) if user + system > 0 else 0.5
-        user, system = user + extra * share, system + extra * (1 - share)
+    tree_user, tree_sys = sampler.cpu
+    if tree_user + tree_sys > user + system + 0.05:  # workers GNU time did not see
+        user, system = tree_user, tree_sys
     return wall, user, system, max(peak, sampler.peak_kib), code, timed_out
 
 
@@ -739,7 +738,7 @@ class _TreeSampler:
 
         self.pid = pid
         self.peak_kib = 0
-        self.cpu_seen: dict[int, float] = {}
+        self.cpu_seen: dict[int, tuple[float, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -769,12 +768,14 @@ class _TreeSampler:
                 with contextlib.suppress(psutil.Error):
                     total += child.memory_info().rss
                     times = child.cpu_times()
-                    self.cpu_seen[child.pid] = times.user + times.system
+                    self.cpu_seen[child.pid] = (times.user, times.system)
             self.peak_kib = max(self.peak_kib, total // 1024)
 
     @property
-    def cpu(self) -> float:
-        return sum(self.cpu_seen.values())
+    def cpu(self) -> tuple[float, float]:
+        """(user, sys) seconds summed over the tree."""
+        seen = self.cpu_seen.values()
+        return sum(u for u, _ in seen), sum(s for _, s in seen)
 
 
 def verify(dest: Path, files: list[FileSpec]) -> tuple[int, list[str], list[str]]:
@@ -1114,7 +1115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     all_runs: list[Run] = []
     report: dict[str, object] = {"argv": sys.argv, "sets": {}}
-    data_root = work / "data"
+    data_root = work / ("data-quick" if args.quick else "data")  # same names, other sizes
     exit_code = 0
     for set_name in args.sets:
         spec = specs[set_name]
