@@ -50,6 +50,8 @@ from asyncconc.downloader._pipeline import Downloader
 __all__ = ["run_sharded", "shard_requests"]
 
 _Item = tuple[int, DownloadRequest]
+# Seconds the workers get to save their .part files when the run is cancelled.
+STOP_GRACE = 3.0
 
 
 def shard_requests(requests: Sequence[DownloadRequest], shards: int) -> list[list[_Item]]:
@@ -172,6 +174,12 @@ class _Parent:
     closed: set[int] = field(default_factory=set)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
+    async def wait_all_closed(self) -> None:
+        """Until every worker that connected has hung up."""
+        while not self.connected <= self.closed:
+            self.changed.clear()
+            await self.changed.wait()
+
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         shard: int | None = None
         try:
@@ -273,9 +281,15 @@ async def run_sharded(
                             reported.add(index)
                             yield index, result
             finally:
+                # Cancelling a submit cancels the shard coroutine in its
+                # worker; give the workers a moment to unwind (each download
+                # saves what it holds to its .part) before the pool stops them.
                 for task in tasks:
                     task.cancel()
                 await asyncio.wait(tasks)
+                unwound = asyncio.create_task(parent.wait_all_closed())
+                await asyncio.wait({unwound}, timeout=STOP_GRACE)
+                unwound.cancel()
 
 
 async def _shard_error(task: asyncio.Task[int]) -> str | None:

@@ -15,7 +15,7 @@ import pytest
 import asyncconc
 from asyncconc.downloader._models import DownloadRequest
 from asyncconc.downloader._sharded import shard_requests
-from asyncconc.testing import FileServer
+from asyncconc.testing import FileServer, pattern_bytes
 from tests.conftest import files_under, run_cli_process, start_cli
 
 
@@ -190,4 +190,8 @@ async def test_ctrl_c_with_workers_leaves_no_process_and_keeps_parts(
     await _wait_until(lambda: not any(_alive(pid) for pid in helpers), timeout=10)
     parts = [p for p in out.iterdir() if p.name.endswith(".part")]
     assert parts, "the .part files should be kept for a resume"
-    assert all(p.stat().st_size > 0 for p in parts)
+    for part in parts:  # each holds a true prefix of its file, flushed on the way out
+        seed = int(part.name.removeprefix("big").removesuffix(".bin.part"))
+        data = part.read_bytes()
+        assert data, f"{part.name} is empty: the worker did not save what it held"
+        assert data == pattern_bytes(8 * 1024 * 1024, seed)[: len(data)]
