@@ -17,12 +17,11 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from asyncconc.downloader._cli import _int_at_least, run_download
-from asyncconc.downloader._models import DownloadRequest
-from asyncconc.lessons._table import Timing, format_rows
-from asyncconc.testing._fileserver import serve_files
+if TYPE_CHECKING:
+    from asyncconc.downloader._models import DownloadRequest
+    from asyncconc.lessons._table import Timing
 
 __all__ = ["register"]
 
@@ -31,7 +30,7 @@ _SETS = ((64, 64 * 1024), (24, 1 << 20), (8, 3 << 20))
 
 
 def register(subparsers: Any) -> None:
-    from asyncconc.cli import add_loop_option
+    from asyncconc.cli import add_loop_option, int_at_least
 
     parser = subparsers.add_parser(
         "demo",
@@ -50,7 +49,7 @@ def register(subparsers: Any) -> None:
         help="keep the files in DIR (default: a temporary folder, removed afterwards)",
     )
     parser.add_argument(
-        "-j", "--jobs", type=_int_at_least(1), default=16, metavar="N", help="downloads at once"
+        "-j", "--jobs", type=int_at_least(1), default=16, metavar="N", help="downloads at once"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only the summary")
     parser.add_argument("--quick", action="store_true", help="small sizes for the lessons")
@@ -60,6 +59,9 @@ def register(subparsers: Any) -> None:
 
 
 async def _start_server(stack: contextlib.AsyncExitStack) -> list[DownloadRequest]:
+    from asyncconc.downloader._models import DownloadRequest
+    from asyncconc.testing._fileserver import serve_files
+
     server = await stack.enter_async_context(serve_files())
     requests: list[DownloadRequest] = []
     n = 0
@@ -82,6 +84,9 @@ async def _start_server(stack: contextlib.AsyncExitStack) -> list[DownloadReques
 
 
 def _handle(args: argparse.Namespace) -> int:
+    from asyncconc.downloader._cli import run_download
+    from asyncconc.lessons._table import format_rows
+
     with contextlib.ExitStack() as stack:
         if args.output is None:
             dest = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="asyncconc-demo-")))

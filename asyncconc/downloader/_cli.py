@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from asyncconc._errors import UsageError
 from asyncconc._runner import run
 from asyncconc.downloader._models import (
@@ -26,7 +24,6 @@ from asyncconc.downloader._models import (
     DownloadResult,
     parse_url_list,
 )
-from asyncconc.downloader._pipeline import Downloader
 from asyncconc.downloader._reporting import (
     LineReporter,
     LiveReporter,
@@ -35,36 +32,12 @@ from asyncconc.downloader._reporting import (
     summary_line,
     write_report,
 )
-from asyncconc.downloader._sharded import run_sharded
 
 __all__ = ["register", "run_download"]
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
-    return value
-
-
 def register(subparsers: Any) -> None:
-    from asyncconc.cli import add_loop_option
+    from asyncconc.cli import add_loop_option, int_at_least, seconds
 
     parser = subparsers.add_parser(
         "download",
@@ -83,28 +56,28 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "-j",
         "--jobs",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=16,
         metavar="N",
         help="downloads in flight at once (default: 16)",
     )
     parser.add_argument(
         "--per-host",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         metavar="N",
         help="connections per host at once (default: no extra limit)",
     )
     parser.add_argument(
         "--retries",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=3,
         metavar="N",
         help="retries per URL on transient errors (default: 3)",
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=seconds(allow_zero=False),
         default=30.0,
         metavar="SECONDS",
         help="connect and idle-read timeout; a moving transfer never times out (default: 30)",
@@ -118,7 +91,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         metavar="W",
         help="shard the list over W worker processes, each with its own event loop "
@@ -220,6 +193,8 @@ def _handle(args: argparse.Namespace) -> int:
 
 def _make_reporter(stdout: Any, *, quiet: bool, total: int) -> Reporter:
     if not quiet and stdout.isatty():
+        from rich.console import Console  # ~30 ms: only for the live display
+
         return LiveReporter(Console(file=stdout), total_files=total)
     return LineReporter(stdout, quiet=quiet)
 
@@ -251,6 +226,9 @@ def run_download(
     requests: list[DownloadRequest] = source if isinstance(source, list) else []
     finished: dict[int, DownloadResult] = {}
     reporter: Reporter | None = None
+
+    from asyncconc.downloader._pipeline import Downloader
+    from asyncconc.downloader._sharded import run_sharded
 
     async def main() -> None:
         nonlocal reporter, requests

@@ -70,7 +70,7 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -134,7 +134,7 @@ class LoopPool:
         start_method: StartMethod | None = None,
         shutdown_timeout: float = 10.0,
     ) -> None:
-        size = _default_workers() if workers is None else workers
+        size = default_workers() if workers is None else workers
         if size < 1:
             raise ValueError(f"workers must be at least 1, not {size}")
         if concurrency < 1:

@@ -16,7 +16,6 @@ from typing import Any
 from asyncconc._errors import UsageError
 from asyncconc._runner import run
 from asyncconc.cli import add_loop_option
-from asyncconc.pool._api import LoopPool
 from asyncconc.pool._kernel import partial_sum, split_range
 
 __all__ = ["SumRun", "parallel_sum", "register"]
@@ -35,6 +34,8 @@ async def parallel_sum(
 
     ``loop`` picks the workers' event loop (the caller's is whatever runs this).
     """
+    from asyncconc.pool._api import LoopPool  # not needed to parse arguments
+
     start = time.perf_counter()
     async with LoopPool(workers, loop=loop) as pool:
         total = 0
@@ -92,7 +93,9 @@ def _handle(args: argparse.Namespace) -> int:
     if result.total != expected:  # pragma: no cover - would be a bug
         print(f"sum 1..{n} = {result.total}, but N(N+1)/2 = {expected}: MISMATCH")
         return 1
-    used = workers if workers is not None else LoopPool().workers
+    from asyncconc.pool._api import default_workers
+
+    used = workers if workers is not None else default_workers()
     print(f"sum 1..{n} = {result.total} (checked against N(N+1)/2)")
     print(f"{used} workers, {chunks} chunks: {result.seconds:.3f} s wall, pool start included")
     if args.compare:

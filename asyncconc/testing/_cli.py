@@ -10,33 +10,12 @@ from typing import Any
 
 from asyncconc._errors import UsageError
 from asyncconc._runner import run
-from asyncconc.testing._fileserver import serve_files
 
 __all__ = ["register"]
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more seconds")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 65535")
-    return value
-
-
 def register(subparsers: Any) -> None:
-    from asyncconc.cli import add_loop_option
+    from asyncconc.cli import add_loop_option, int_at_least, seconds
 
     parser = subparsers.add_parser(
         "serve",
@@ -47,10 +26,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
     )
-    parser.add_argument("--port", type=_port, default=0, help="port (default: 0, a free one)")
+    parser.add_argument(
+        "--port", type=int_at_least(0, 65535), default=0, help="port (default: 0, a free one)"
+    )
     parser.add_argument(
         "--delay",
-        type=_non_negative_float,
+        type=seconds(allow_zero=True),
         default=0.0,
         metavar="SECONDS",
         help="wait this long before answering each request (default: 0)",
@@ -63,6 +44,7 @@ def _handle(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     if not root.is_dir():
         raise UsageError(f"DIR {args.dir!r}: no such folder")
+    from asyncconc.testing._fileserver import serve_files
 
     async def main() -> None:
         try:
