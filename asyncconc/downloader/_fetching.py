@@ -97,6 +97,7 @@ class FetchContext:
     resume: bool
     per_host: int | None
     emit: Callable[[DownloadEvent], None]
+    checksum: bool = True
     name_limit: int = 255
     _host_slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
@@ -170,6 +171,10 @@ class _Job:
                 f"name collision: {wanted.as_posix()!r} is taken by another line, "
                 f"stored as {self.rel.as_posix()!r}"
             )
+
+    @property
+    def _checksum(self) -> bool:
+        return self.ctx.checksum or self.request.sha256 is not None
 
     @property
     def target(self) -> Path:
@@ -366,6 +371,7 @@ class _Job:
             etag=headers.get("ETag"),
             last_modified=headers.get("Last-Modified"),
             remember=self.ctx.resume,
+            checksum=self._checksum,
         )
         assert self.rel is not None
         emit = self.ctx.emit
@@ -412,6 +418,7 @@ class _Job:
                 url=self.request.url,
                 etag=info.etag if info else None,
                 last_modified=info.last_modified if info else None,
+                checksum=self._checksum,
             )
             try:
                 await part.start(offset)

@@ -129,8 +129,9 @@ class DownloadResult:
     """How one URL ended; the fields of one entry of the JSON report.
 
     ``path`` is relative to the destination folder (``None`` when no name
-    was reached). ``sha256`` is set for ``ok`` results, ``error`` for
-    ``failed`` ones. ``note`` explains a renamed collision.
+    was reached). ``sha256`` is set for ``ok`` results (unless the
+    downloader runs with ``checksum=False``), ``error`` for ``failed`` ones.
+    ``note`` explains a renamed collision.
     """
 
     url: str

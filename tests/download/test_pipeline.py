@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import time
 from collections.abc import Iterator
@@ -425,3 +426,23 @@ async def test_cancelling_while_a_resumed_part_is_hashed_closes_it(
     still_open = [f.path for f in psutil.Process().open_files() if f.path.startswith(str(dest))]
     assert still_open == []
     assert (dest / "big.bin.part").stat().st_size == size
+
+
+async def test_checksum_off_skips_the_digest_but_still_verifies_a_requested_sha256(
+    server: FileServer, dest: Path
+) -> None:
+    good = server.add_bytes("good.bin", b"g" * 5000)
+    server.add_bytes("bad.bin", b"b" * 5000)
+    plain = server.add_generated("plain.bin", 3 * 1024 * 1024)
+    requests = [
+        DownloadRequest.from_url(server.url("good.bin"), sha256=good.sha256),
+        DownloadRequest.from_url(server.url("bad.bin"), sha256=good.sha256),
+        DownloadRequest.from_url(server.url("plain.bin")),
+    ]
+    results = await download(requests, dest, checksum=False)
+    assert [r.status for r in results] == ["ok", "failed", "ok"]
+    assert results[0].sha256 == good.sha256  # asked for: computed and checked
+    assert "sha256 mismatch" in (results[1].error or "")
+    assert results[2].sha256 is None  # nobody asked: not computed
+    assert hashlib.sha256((dest / "plain.bin").read_bytes()).hexdigest() == plain.sha256
+    assert files_under(dest) == {"good.bin", "plain.bin"}

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from asyncconc import IntegrityError, WriteError
-from asyncconc.downloader._writing import FLUSH_BYTES, PartFile, ResumeInfo, read_resume_info
+from asyncconc.downloader._writing import (
+    FLUSH_BYTES,
+    INLINE_BYTES,
+    PartFile,
+    ResumeInfo,
+    read_resume_info,
+)
 from asyncconc.testing import pattern_bytes
 from tests.conftest import files_under
 
@@ -189,7 +195,8 @@ async def test_keep_saves_thousands_of_small_chunks(tmp_path: Path) -> None:
     assert (tmp_path / "file.bin.part").read_bytes() == data
 
 
-@pytest.mark.parametrize("size", [10, 3 * FLUSH_BYTES])
+# Above INLINE_BYTES: smaller files are written on the loop, with no job.
+@pytest.mark.parametrize("size", [INLINE_BYTES + 10, 3 * FLUSH_BYTES])
 async def test_keep_after_a_cancel_while_the_write_was_queued_does_not_hang(
     tmp_path: Path, size: int
 ) -> None:
@@ -229,3 +236,35 @@ async def test_keep_after_a_cancel_while_the_write_was_queued_does_not_hang(
 async def write_and_commit(part: PartFile, data: bytes) -> None:
     await write_all(part, data)
     await part.commit(expected_size=len(data), expected_sha256=None)
+
+
+async def test_a_small_file_is_written_without_a_thread_hop_or_a_sidecar(tmp_path: Path) -> None:
+    # Every executor thread blocked: a small file must still commit, so it
+    # cannot have waited for a thread; and it never needed a .meta file.
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    blockers = [loop.run_in_executor(None, release.wait) for _ in range(64)]
+    data = pattern_bytes(INLINE_BYTES, seed=3)
+    part = new_part(tmp_path / "small.bin")
+    try:
+        await part.start(0)
+        await write_all(part, data)
+        digest = await asyncio.wait_for(
+            part.commit(expected_size=len(data), expected_sha256=None), 10
+        )
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert files_under(tmp_path) == {"small.bin"}
+    assert (tmp_path / "small.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("size", [10, 3 * FLUSH_BYTES + 5])
+async def test_without_checksum_no_digest_but_the_same_bytes(tmp_path: Path, size: int) -> None:
+    data = pattern_bytes(size, seed=4)
+    part = PartFile(tmp_path / "f.bin", url=URL, etag=None, last_modified=None, checksum=False)
+    await part.start(0)
+    await write_all(part, data)
+    assert await part.commit(expected_size=size, expected_sha256=None) is None
+    assert (tmp_path / "f.bin").read_bytes() == data
