@@ -29,6 +29,7 @@ from asyncconc.downloader._reporting import (
     LiveReporter,
     Reporter,
     Tally,
+    print_line,
     summary_line,
     write_report,
 )
@@ -122,7 +123,13 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
 
 def _read_lines(source: str) -> list[str]:
     if source == "-":
-        return sys.stdin.read().splitlines()
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise UsageError(
+                f"URLS_FILE '-' (stdin): not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
     try:
         return Path(source).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -277,7 +284,7 @@ def run_download(
     ]
     if interrupted:
         tally.add_failed(len(requests) - len(finished))
-    print(summary_line(tally, interrupted=interrupted), file=out, flush=True)
+    print_line(out, summary_line(tally, interrupted=interrupted))
     if report is not None:
         write_report(report, results)
     if interrupted:

@@ -100,6 +100,12 @@ class FetchContext:
     checksum: bool = True
     name_limit: int = 255
     _host_slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    _real_dest: str | None = None
+
+    def real_dest(self) -> str:
+        if self._real_dest is None:
+            self._real_dest = os.path.realpath(self.dest)
+        return self._real_dest
 
     def host_slot(self, url: str) -> asyncio.Semaphore | None:
         if self.per_host is None:
@@ -228,8 +234,13 @@ class _Job:
         return self.result("skipped")
 
     def _check_inside(self) -> None:
-        # Names are sanitised, so only a symlink inside dest can lead out.
-        root = os.path.realpath(self.ctx.dest)
+        # Names are sanitised, so only a symlinked sub-folder inside dest can
+        # lead out; a plain name sits in dest itself (and a symlink planted
+        # as NAME or NAME.part is replaced, never written through).
+        assert self.rel is not None
+        if len(self.rel.parts) == 1:
+            return
+        root = self.ctx.real_dest()
         parent = os.path.realpath(self.target.parent)
         if os.path.commonpath([root, parent]) != root:
             raise DownloadError(

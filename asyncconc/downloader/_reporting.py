@@ -13,6 +13,7 @@ downloader's ``on_event``), plus ``close()``. Three kinds:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -36,6 +37,7 @@ from asyncconc.downloader._models import (
 
 __all__ = [
     "LineReporter",
+    "print_line",
     "LiveReporter",
     "Reporter",
     "Tally",
@@ -104,6 +106,22 @@ def _line(result: DownloadResult) -> str:
     return f"{result.status:<8} {format_bytes(result.bytes):>10}  {where}{extra}"
 
 
+def print_line(stream: TextIO, text: str) -> None:
+    """Print ``text``; if the reader went away (``| head``), print nothing more.
+
+    A closed pipe must not abort the downloads or end in a traceback: the
+    stream is pointed at /dev/null, so later prints (and the flush at exit)
+    succeed silently, while the files and the exit code stay what they are.
+    """
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+
+
 class LineReporter:
     """One line per finished download (only failures when ``quiet``)."""
 
@@ -115,7 +133,7 @@ class LineReporter:
         if isinstance(event, DownloadFinished):
             result = event.result
             if not self._quiet or result.status == "failed":
-                print(_line(result), file=self._stream, flush=True)
+                print_line(self._stream, _line(result))
 
     def close(self) -> None:
         pass

@@ -431,6 +431,44 @@ async def test_stdin_list_in_a_child_process(server: FileServer, tmp_path: Path)
     assert "2 ok, 0 skipped, 0 failed" in lines[-1]
 
 
+async def test_non_utf8_stdin_is_a_usage_error(tmp_path: Path) -> None:
+    run = await run_cli_process("download", "-", cwd=tmp_path, input=b"http://h/\xff\xfe\n")
+    assert_usage_error(run, "stdin", "UTF-8")
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_reader_that_goes_away_does_not_stop_the_downloads(
+    server: FileServer, tmp_path: Path
+) -> None:
+    # Like `download urls | head -1`: the first line is read, the pipe
+    # closed; the files still arriving must be saved, without a traceback.
+    for i in range(6):
+        server.add_bytes(f"f{i}.bin", bytes([i]) * 1000)
+    urls = write_list(
+        tmp_path / "urls.txt",
+        server.url("f0.bin"),
+        *(server.url(f"f{i}.bin", delay=0.3) for i in range(1, 6)),
+    )
+    proc = await start_cli("download", urls, "-o", tmp_path / "out")
+    try:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        first = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert b"f0.bin" in first
+        proc.stdout.feed_eof()
+        transport = proc._transport  # type: ignore[attr-defined]
+        transport.get_pipe_transport(1).close()  # the reader goes away
+        stderr = await asyncio.wait_for(proc.stderr.read(), 30)
+        code = await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0, stderr.decode()
+    assert b"Traceback" not in stderr
+    assert files_under(tmp_path / "out") == {f"f{i}.bin" for i in range(6)}
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 async def test_a_signal_stops_the_run_keeps_the_part_and_writes_the_report(
     server: FileServer, tmp_path: Path, sig: signal.Signals
