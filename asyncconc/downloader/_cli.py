@@ -123,7 +123,10 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
 
 def _read_lines(source: str) -> list[str]:
     if source == "-":
-        data = sys.stdin.buffer.read()
+        binary = getattr(sys.stdin, "buffer", None)
+        if binary is None:  # a text stream put in place of stdin (tests, embedding)
+            return sys.stdin.read().splitlines()
+        data = binary.read()
         try:
             return data.decode("utf-8").splitlines()
         except UnicodeDecodeError as exc:
