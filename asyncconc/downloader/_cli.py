@@ -126,7 +126,7 @@ def _read_lines(source: str) -> list[str]:
         binary = getattr(sys.stdin, "buffer", None)
         if binary is None:  # a text stream put in place of stdin (tests, embedding)
             return sys.stdin.read().splitlines()
-        data = binary.read()
+        data: bytes = binary.read()
         try:
             return data.decode("utf-8").splitlines()
         except UnicodeDecodeError as exc:
