@@ -168,9 +168,10 @@ class PartFile:
         Raises :class:`IntegrityError` (the ``.part`` is deleted) when the
         size or the sha256 does not match.
         """
-        if self._fd is None and not self._append:
-            # The whole file is in memory: it is opened, written and renamed
-            # at once, so there is nothing to resume and no sidecar to write.
+        if self._written == 0 and not self._append:
+            # Nothing was handed to a thread yet (so no job can be opening
+            # the file right now): the whole file is in memory. It is opened,
+            # written and renamed at once: nothing to resume, no sidecar.
             self._meta_text = None
             chunks = self._take()
             if self._written <= INLINE_BYTES:
