@@ -17,28 +17,17 @@ the download, and closes the window at the end (for smoke tests and demos).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
-from asyncconc.testing import FileServer, serve_files
+from asyncconc.lessons import Timing, format_rows
+from asyncconc.testing import FileServer, serve_files_in_thread
 
-__all__ = ["Timing", "main", "measure"]
-
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """One line of the comparison table."""
-
-    label: str
-    seconds: float
-    note: str = ""
+__all__ = ["main", "measure"]
 
 
 EXIT_NO_DISPLAY = 2
@@ -46,40 +35,11 @@ EXIT_NO_DISPLAY = 2
 
 @contextmanager
 def background_server(files: dict[str, int]) -> Iterator[FileServer]:
-    """The loopback file server on its own loop in a daemon thread."""
-    ready = threading.Event()
-    state: dict[str, object] = {}
-
-    async def serve() -> None:
-        state["loop"] = asyncio.get_running_loop()
-        state["stop"] = stop = asyncio.Event()
-        async with serve_files() as server:
-            for name, size in files.items():
-                server.add_generated(name, size)
-            state["server"] = server
-            ready.set()
-            await stop.wait()
-
-    def target() -> None:
-        try:
-            asyncio.run(serve())
-        finally:
-            ready.set()
-
-    thread = threading.Thread(target=target, name="file-server", daemon=True)
-    thread.start()
-    ready.wait()
-    server = state.get("server")
-    if not isinstance(server, FileServer):
-        raise RuntimeError("the file server did not start")
-    try:
+    """The loopback file server in a background thread, with generated files."""
+    with serve_files_in_thread() as server:
+        for name, size in files.items():
+            server.add_generated(name, size)
         yield server
-    finally:
-        loop, stop = state["loop"], state["stop"]
-        assert isinstance(loop, asyncio.AbstractEventLoop)
-        assert isinstance(stop, asyncio.Event)
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
 
 
 def no_display_reason() -> str | None:
@@ -159,9 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NO_DISPLAY
     if args.auto:
         rows = measure(args.files)
-        width = max(len(r.label) for r in rows)
-        for row in rows:
-            print(f"  {row.label:<{width}}  {row.seconds:7.3f} s  {row.note}")
+        print("\n".join(format_rows(rows)))
         return 0
 
     from asyncconc.gui import run_download_window

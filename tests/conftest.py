@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from asyncconc.cli import main
-from asyncconc.testing import FileServer, serve_files
+from asyncconc.testing import FileServer, serve_files, serve_files_in_thread
 
 __all__ = ["CliRun", "files_under", "run_cli_process", "start_cli"]
 
@@ -46,42 +45,8 @@ async def server() -> AsyncIterator[FileServer]:
 @pytest.fixture
 def threaded_server() -> Iterator[FileServer]:
     """A file server running on its own loop in a daemon thread."""
-    ready = threading.Event()
-    holder: dict[str, object] = {}
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        holder["loop"] = asyncio.get_running_loop()
-        holder["stop"] = stop
-        async with serve_files() as srv:
-            holder["server"] = srv
-            ready.set()
-            await stop.wait()
-
-    def target() -> None:
-        try:
-            asyncio.run(serve())
-        except BaseException as exc:  # surfaced by the fixture below
-            holder["error"] = exc
-            ready.set()
-
-    thread = threading.Thread(target=target, name="threaded-file-server", daemon=True)
-    thread.start()
-    assert ready.wait(30), "the threaded file server did not start"
-    if "error" in holder:
-        raise RuntimeError("the threaded file server failed") from holder["error"]  # type: ignore[misc]
-    srv = holder["server"]
-    assert isinstance(srv, FileServer)
-    try:
+    with serve_files_in_thread(stop_timeout=30) as srv:
         yield srv
-    finally:
-        loop = holder["loop"]
-        stop = holder["stop"]
-        assert isinstance(loop, asyncio.AbstractEventLoop)
-        assert isinstance(stop, asyncio.Event)
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(30)
-        assert not thread.is_alive(), "the threaded file server did not stop"
 
 
 @pytest.fixture

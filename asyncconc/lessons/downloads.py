@@ -21,7 +21,6 @@ Run: ``python scenarios/downloads.py [--files N] [--min-delay S] [--max-delay S]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import multiprocessing
 import random
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import asyncconc
 from asyncconc.lessons._table import Timing, format_rows
-from asyncconc.testing import FileServer, serve_files
+from asyncconc.testing import FileServer, serve_files_in_thread
 
 __all__ = ["main", "measure"]
 
@@ -45,40 +44,11 @@ STRATEGIES = ("sequential", "processes", "threads", "coroutines")
 
 @contextmanager
 def background_server(files: dict[str, int]) -> Iterator[FileServer]:
-    """The loopback file server on its own loop in a daemon thread."""
-    ready = threading.Event()
-    state: dict[str, object] = {}
-
-    async def serve() -> None:
-        state["loop"] = asyncio.get_running_loop()
-        state["stop"] = stop = asyncio.Event()
-        async with serve_files() as server:
-            for name, size in files.items():
-                server.add_generated(name, size)
-            state["server"] = server
-            ready.set()
-            await stop.wait()
-
-    def target() -> None:
-        try:
-            asyncio.run(serve())
-        finally:
-            ready.set()
-
-    thread = threading.Thread(target=target, name="file-server", daemon=True)
-    thread.start()
-    ready.wait()
-    server = state.get("server")
-    if not isinstance(server, FileServer):
-        raise RuntimeError("the file server did not start")
-    try:
+    """The loopback file server in a background thread, with generated files."""
+    with serve_files_in_thread() as server:
+        for name, size in files.items():
+            server.add_generated(name, size)
         yield server
-    finally:
-        loop, stop = state["loop"], state["stop"]
-        assert isinstance(loop, asyncio.AbstractEventLoop)
-        assert isinstance(stop, asyncio.Event)
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
 
 
 def fetch(url: str, path: Path) -> None:

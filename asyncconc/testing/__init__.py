@@ -19,6 +19,7 @@ if _typing.TYPE_CHECKING:
         ServedFile,
         serve_files,
     )
+    from asyncconc.testing._threaded import serve_files_in_thread
 
 __all__ = [
     "FileServer",
@@ -28,13 +29,16 @@ __all__ = [
     "pattern_chunks",
     "pattern_sha256",
     "serve_files",
+    "serve_files_in_thread",
 ]
+
+_MODULES = {"serve_files_in_thread": "_threaded"}
 
 
 def __getattr__(name: str) -> _typing.Any:
     if name not in __all__:
         raise AttributeError(f"module 'asyncconc.testing' has no attribute {name!r}")
-    module = "_content" if name.startswith("pattern_") else "_fileserver"
+    module = _MODULES.get(name) or ("_content" if name.startswith("pattern_") else "_fileserver")
     value = getattr(_importlib.import_module(f"asyncconc.testing.{module}"), name)
     globals()[name] = value
     return value
