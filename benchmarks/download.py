@@ -683,9 +683,9 @@ def measure(
     """Run ``cmd``; (wall, user, sys, max RSS KiB, returncode, timed out).
 
     The peak is the larger of GNU time's max RSS (one process) and the
-    largest *sum* of RSS over the tool's process tree, sampled every 50 ms
-    (for multi-process runs such as ``--workers 2``; shared pages count once
-    per process, so that sum errs high).
+    largest *sum* of PSS over the tool's process tree, sampled every 50 ms
+    (for multi-process runs such as ``--workers 2``; PSS divides each shared
+    page among the processes sharing it, so the sum is the tree's real share).
     """
     stats = log.with_suffix(".time")
     stats.unlink(missing_ok=True)
@@ -725,7 +725,7 @@ def measure(
 
 
 class _TreeSampler:
-    """Summed RSS (max over time) and CPU of ``pid``'s descendants (psutil, if installed).
+    """Summed PSS (max over time) and CPU of ``pid``'s descendants (psutil, if installed).
 
     CPU: the last user+sys seen for every process of the tree, summed; it
     catches worker processes that the tool does not reap itself (those are
@@ -766,7 +766,13 @@ class _TreeSampler:
                 return
             for child in children:
                 with contextlib.suppress(psutil.Error):
-                    total += child.memory_info().rss
+                    # PSS, not RSS: the workers share the interpreter's and
+                    # the libraries' pages, which RSS would count once per
+                    # process (PSS splits them). RSS where PSS is unknown.
+                    try:
+                        total += child.memory_full_info().pss
+                    except (AttributeError, psutil.AccessDenied):
+                        total += child.memory_info().rss
                     times = child.cpu_times()
                     self.cpu_seen[child.pid] = (times.user, times.system)
             self.peak_kib = max(self.peak_kib, total // 1024)
