@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from dataclasses import field as dataclass_field
 from pathlib import PurePosixPath
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ __all__ = [
 
 Status = Literal["ok", "skipped", "failed"]
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_BAD_URL_CHARS = re.compile(r"[\s\x00-\x1f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,10 @@ class DownloadRequest:
     sha256: str | None = None
     line: int | None = None
     problem: str | None = None
+    # Set by from_url(): the downloader then trusts the checks made there
+    # instead of repeating them (a request built with the plain constructor
+    # is checked again before use).
+    checked: bool = dataclass_field(default=False, init=False, repr=False, compare=False)
 
     @classmethod
     def from_url(
@@ -60,13 +66,15 @@ class DownloadRequest:
         if problem is None and sha256 is not None and not _SHA256.match(sha256):
             problem = f"sha256 {sha256!r} is not 64 hex digits"
         where = f"line {line}: " if line is not None else ""
-        return cls(
+        request = cls(
             url=url,
             name=relpath,
             sha256=sha256.lower() if sha256 and problem is None else None,
             line=line,
             problem=f"{where}{problem}" if problem else None,
         )
+        object.__setattr__(request, "checked", True)
+        return request
 
     @classmethod
     def from_line(cls, text: str, line: int) -> DownloadRequest | None:
@@ -109,7 +117,7 @@ def url_problem(url: str) -> str | None:
         return f"unsupported scheme {parts.scheme!r} in {url!r} (only http and https)"
     if not parts.hostname:
         return f"invalid URL {url!r}: no host"
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+    if _BAD_URL_CHARS.search(url):
         return f"invalid URL {url!r}: contains whitespace or control characters"
     return None
 

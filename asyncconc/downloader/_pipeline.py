@@ -256,7 +256,7 @@ async def _completed(
 
 def _as_request(url: UrlLike) -> DownloadRequest:
     if isinstance(url, DownloadRequest):
-        if url.problem is not None:
+        if url.problem is not None or url.checked:
             return url
         # Validate again: a request made with the plain constructor skipped
         # from_url's checks (scheme, a name inside the folder, the sha256).
