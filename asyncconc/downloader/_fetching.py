@@ -17,6 +17,7 @@ import email.utils
 import os
 import random
 import re
+import stat as stat_module
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -147,6 +148,7 @@ class _Job:
         self.started = time.monotonic()
         self.attempts = 0
         self.rel: PurePosixPath | None = None
+        self._target: Path | None = None
         self.name_fixed = request.name is not None
         self.note: str | None = None
         self.size = 0
@@ -172,6 +174,7 @@ class _Job:
             self.ctx.names.release(self.rel)
             self.note = None
         self.rel = await self.ctx.names.aclaim(wanted)
+        self._target = None
         if self.rel != wanted:
             self.note = (
                 f"name collision: {wanted.as_posix()!r} is taken by another line, "
@@ -184,8 +187,11 @@ class _Job:
 
     @property
     def target(self) -> Path:
+        """``dest / rel``, joined once per claimed name (it is asked for often)."""
         assert self.rel is not None
-        return self.ctx.dest / self.rel
+        if self._target is None:
+            self._target = self.ctx.dest / self.rel
+        return self._target
 
     async def run(self) -> DownloadResult:
         request = self.request
@@ -226,7 +232,7 @@ class _Job:
             raise DownloadError(
                 f"cannot inspect {self.target}: {exc.strerror}", url=self.request.url
             ) from exc
-        if not os.path.isfile(self.target):
+        if not stat_module.S_ISREG(stat.st_mode) and not os.path.isfile(self.target):
             raise DownloadError(
                 f"{self.rel} exists and is not a regular file", url=self.request.url
             )
