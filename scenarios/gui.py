@@ -21,25 +21,15 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 from asyncconc.lessons import Timing, format_rows
-from asyncconc.testing import FileServer, serve_files_in_thread
+from asyncconc.lessons.downloads import background_server
 
 __all__ = ["main", "measure"]
 
 
 EXIT_NO_DISPLAY = 2
-
-
-@contextmanager
-def background_server(files: dict[str, int]) -> Iterator[FileServer]:
-    """The loopback file server in a background thread, with generated files."""
-    with serve_files_in_thread() as server:
-        for name, size in files.items():
-            server.add_generated(name, size)
-        yield server
 
 
 def no_display_reason() -> str | None:

@@ -212,6 +212,8 @@ def _make_reporter(stdout: Any, *, quiet: bool, total: int) -> Reporter:
     return LineReporter(stdout, quiet=quiet)
 
 
+_INTERRUPTED = "interrupted before it finished (a .part file, if any, is kept for resuming)"
+
 RequestSource = Callable[[contextlib.AsyncExitStack], Awaitable[list[DownloadRequest]]]
 
 
@@ -283,7 +285,8 @@ def run_download(
             with contextlib.suppress(Exception):
                 reporter.close()
     results = [
-        finished.get(i) or _interrupted_result(request) for i, request in enumerate(requests)
+        finished.get(i) or DownloadResult.unfinished(request, _INTERRUPTED)
+        for i, request in enumerate(requests)
     ]
     if interrupted:
         tally.add_failed(len(requests) - len(finished))
@@ -293,17 +296,3 @@ def run_download(
     if interrupted:
         return 130
     return 1 if any(r.status == "failed" for r in results) else 0
-
-
-def _interrupted_result(request: DownloadRequest) -> DownloadResult:
-    return DownloadResult(
-        url=request.url,
-        path=request.name.as_posix() if request.name is not None else None,
-        status="failed",
-        bytes=0,
-        sha256=None,
-        attempts=0,
-        error="interrupted before it finished (a .part file, if any, is kept for resuming)",
-        seconds=0.0,
-        line=request.line,
-    )

@@ -153,6 +153,21 @@ class DownloadResult:
     line: int | None = None
     note: str | None = None
 
+    @classmethod
+    def unfinished(cls, request: DownloadRequest, error: str) -> DownloadResult:
+        """A failed result for ``request`` that never got to run to an end."""
+        return cls(
+            url=request.url,
+            path=request.name.as_posix() if request.name is not None else None,
+            status="failed",
+            bytes=0,
+            sha256=None,
+            attempts=0,
+            error=error,
+            seconds=0.0,
+            line=request.line,
+        )
+
     @property
     def ok(self) -> bool:
         return self.status != "failed"

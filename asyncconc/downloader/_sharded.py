@@ -276,7 +276,9 @@ async def run_sharded(
                     error = await _shard_error(task)
                     for index, request in shards[k]:
                         if index not in reported:
-                            result = _failed(request, error or "the worker process stopped")
+                            result = DownloadResult.unfinished(
+                                request, error or "the worker process stopped"
+                            )
                             on_event(DownloadFinished(result))
                             reported.add(index)
                             yield index, result
@@ -298,17 +300,3 @@ async def _shard_error(task: asyncio.Task[int]) -> str | None:
         return "cancelled"
     exc = task.exception()
     return None if exc is None else f"worker process failed: {exc}"
-
-
-def _failed(request: DownloadRequest, error: str) -> DownloadResult:
-    return DownloadResult(
-        url=request.url,
-        path=request.name.as_posix() if request.name else None,
-        status="failed",
-        bytes=0,
-        sha256=None,
-        attempts=0,
-        error=error,
-        seconds=0.0,
-        line=request.line,
-    )

@@ -36,7 +36,7 @@ import asyncconc
 from asyncconc.lessons._table import Timing, format_rows
 from asyncconc.testing import FileServer, serve_files_in_thread
 
-__all__ = ["main", "measure"]
+__all__ = ["background_server", "main", "measure"]
 
 
 STRATEGIES = ("sequential", "processes", "threads", "coroutines")
