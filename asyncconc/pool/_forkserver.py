@@ -62,7 +62,7 @@ def die_with_parent(parent: int) -> None:
 
 def preparation_data() -> dict[str, Any]:
     """What a new interpreter needs to import functions defined in ``__main__``."""
-    data: dict[str, Any] = {"sys_path": list(sys.path), "dir": os.getcwd()}
+    data: dict[str, Any] = {"sys_path": list(sys.path), "sys_argv": sys.argv, "dir": os.getcwd()}
     main = sys.modules.get("__main__")
     name = getattr(getattr(main, "__spec__", None), "name", None)
     if name is not None:
@@ -81,6 +81,7 @@ def prepare(data: dict[str, Any]) -> None:
     block does not run; aliased as ``__main__`` so pickles that name it load.
     """
     sys.path[:] = data["sys_path"]
+    sys.argv[:] = data["sys_argv"]
     os.chdir(data["dir"])
     name = data.get("main_name")
     path = data.get("main_path")
