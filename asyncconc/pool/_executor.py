@@ -28,8 +28,8 @@ import concurrent.futures as cf
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from asyncconc._errors import PoolClosedError, PoolError
 from asyncconc.pool._scheduler import Job, Outcome
@@ -60,9 +60,17 @@ class PoolExecutor(cf.Executor):
         self._closed = False
         self._futures: set[cf.Future[Any]] = set()
 
-    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> cf.Future[T]:
+    @overload
+    def submit(
+        self, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> cf.Future[T]: ...
+
+    @overload
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> cf.Future[T]: ...
+
+    def submit(self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> cf.Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; return a Future of its result."""
-        future: cf.Future[T] = self._new_future()
+        future: cf.Future[Any] = self._new_future()
         self._in_loop(self._start, future, fn, [args], kwargs or None, False)
         return future
 
@@ -171,7 +179,7 @@ class PoolExecutor(cf.Executor):
             if future.set_running_or_notify_cancel():
                 future.set_exception(exc)
             return
-        job.claim = future.set_running_or_notify_cancel
+        job.claim = lambda: future.running() or future.set_running_or_notify_cancel()
         job.future.add_done_callback(lambda _: _settle(future, job, many))
         future.add_done_callback(lambda f: self._cancelled(f, job))
         pool._enqueue(job)

@@ -578,7 +578,7 @@ class Scheduler:
             if worker is None:
                 return
             pending.popleft()
-            if job.claim is not None and job.attempts == 0 and not job.claim():
+            if job.claim is not None and not job.claim():
                 job.future.cancel()
                 continue
             self._send_job(worker, job)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -211,10 +212,8 @@ async def swallow_cancel(seconds: float) -> None:
     """Ignores cancellation until ``seconds`` have passed."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(end - time.monotonic())
-        except asyncio.CancelledError:
-            pass
 
 
 def init_hang() -> None:
