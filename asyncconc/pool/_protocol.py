@@ -110,9 +110,9 @@ def dumps(obj: object) -> list[bytes | memoryview]:
 def loads(data: bytes | memoryview) -> Any:
     """The object :func:`dumps` pieces (joined) stand for."""
     view = memoryview(data)
+    if data[:4] == b"\0\0\0\0":  # no out-of-band buffers: the common case
+        return pickle.loads(view[4:])
     (count,) = _COUNT.unpack_from(view, 0)
-    if count == 0:
-        return pickle.loads(view[_COUNT.size :])
     pos = _COUNT.size
     (meta_size,) = _SIZE.unpack_from(view, pos)
     pos += _SIZE.size
@@ -130,13 +130,11 @@ def loads(data: bytes | memoryview) -> Any:
 def encode(kind: int, ident: int, payload: bytes | Pieces = b"") -> list[bytes | memoryview]:
     """A frame as pieces to send: the header, then the payload's pieces."""
     if isinstance(payload, bytes | bytearray | memoryview):
-        return (
-            [HEADER.pack(len(payload), ident, kind), payload]
-            if payload
-            else [HEADER.pack(0, ident, kind)]
-        )
-    length = sum(len(piece) if isinstance(piece, bytes) else piece.nbytes for piece in payload)
-    return [HEADER.pack(length, ident, kind), *payload]
+        if not payload:
+            return [HEADER.pack(0, ident, kind)]
+        return [HEADER.pack(len(payload), ident, kind), payload]
+    # Every piece is bytes or a 1-D byte view (PickleBuffer.raw()): len() is its size.
+    return [HEADER.pack(sum(map(len, payload)), ident, kind), *payload]
 
 
 class Channel:
@@ -181,10 +179,10 @@ class Channel:
         """Queue a frame; it leaves with the others at the end of this loop turn."""
         if self._closed:
             return
+        append = self._outbox.append
         for piece in pieces:
-            view = memoryview(piece)
-            if view.nbytes:
-                self._outbox.append(view.cast("B") if view.format != "B" else view)
+            if piece:
+                append(memoryview(piece))
         if not self._flush_scheduled and not self._writing:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)

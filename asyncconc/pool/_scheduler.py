@@ -520,13 +520,26 @@ class Scheduler:
             )
             job.future.set_result(([], TaskTimeoutError(message), 0.0))
         self._kill(worker, f"killed because {job.fn_name} overran its timeout")
-        self._requeue_unstarted(worker)
+        # A plain job that overran was the one running: all others waited.
+        self._requeue_unstarted(worker, head_ran=job.is_async)
         self._replace()
         self._schedule_dispatch()
 
-    def _requeue_unstarted(self, worker: WorkerHandle) -> None:
-        unstarted = [j for j in worker.jobs.values() if not j.started and not j.future.done()]
-        for job in reversed(unstarted):
+    def _requeue_unstarted(self, worker: WorkerHandle, *, head_ran: bool = True) -> None:
+        """Queue again the jobs ``worker`` cannot have started.
+
+        Coroutine jobs say STARTED; plain ones run in order, so only the
+        oldest may have started (``head_ran``).
+        """
+        head = self._sync_head(worker) if head_ran else None
+
+        def unstarted(job: Job) -> bool:
+            if job.future.done():
+                return False
+            return not job.started if job.is_async else job is not head
+
+        unstarted_jobs = [job for job in worker.jobs.values() if unstarted(job)]
+        for job in reversed(unstarted_jobs):
             del worker.jobs[job.ident]
             self._release(worker, job)
             job.attempts -= 1  # it never ran: not a retry

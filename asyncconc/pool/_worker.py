@@ -18,9 +18,9 @@ thread (awaiting what it returns, if awaitable, on the loop), then serves:
   awaitable (an object with ``async def __call__``, a function returning a
   coroutine) has it awaited on the loop.
 
-The worker tells the pool when it starts each job (STARTED) and, for a
-plain-function job with a timeout, when calls finish (PROGRESS, at most every
-50 ms): the pool enforces every timeout itself from those signs of life and
+The worker tells the pool when it starts each coroutine job (STARTED) and,
+for a plain-function job with a timeout, when calls finish (PROGRESS, at most
+every 50 ms): the pool enforces every timeout itself from those signs of life and
 kills a worker that stops giving them (see ``_scheduler``). The worker's own
 timeouts (``asyncio.timeout``, SIGALRM) give the clean
 :class:`TaskTimeoutError` and keep the worker alive when the call can be
@@ -328,7 +328,9 @@ class _Worker:
                 self._cancelled.discard(ident)
                 self._post(wire.CANCELLED, ident)
                 continue
-            self._post(wire.STARTED, ident)
+            # No STARTED for plain jobs: they run in order, so the pool knows
+            # that only the oldest can have started (a frame per job cost
+            # ~40% of one-task submit throughput).
             payload = self._run_sync(job)
             if payload is not None:
                 self._post(wire.RESULT, ident, payload)
