@@ -444,8 +444,16 @@ class _Worker:
     async def _await(self, awaitable: Awaitable[Any], timeout: float | None) -> Any:
         if timeout is None:
             return await awaitable
-        async with asyncio.timeout(timeout):
-            return await awaitable
+        cm = asyncio.timeout(timeout)
+        try:
+            async with cm:
+                return await awaitable
+        except TimeoutError:
+            if cm.expired():
+                raise TaskTimeoutError(
+                    f"an awaitable exceeded its timeout of {timeout:g} s"
+                ) from None
+            raise
 
     def _async_done(self, ident: int, task: asyncio.Task[None]) -> None:
         del self._async_jobs[ident]

@@ -18,7 +18,7 @@ import pytest
 
 from asyncconc import BrokenPoolError, LoopPool, TaskTimeoutError, WorkerCrashedError
 from tests.pool import _tasks
-from tests.pool._support import Beacon
+from tests.pool._support import Beacon, wait_gone
 
 T = 0.5  # task_timeout in these tests
 G = LoopPool.timeout_grace
@@ -202,3 +202,19 @@ async def test_callables_returning_awaitables_are_awaited() -> None:
 async def test_a_pool_inside_a_worker_works() -> None:
     async with asyncio.timeout(SLACK * 3), LoopPool(1) as pool:
         assert await pool.submit(_tasks.nested_pool_square, 7) == 49
+
+
+async def test_a_killed_fork_server_breaks_the_pool_and_takes_its_workers() -> None:
+    async with LoopPool(2) as pool:
+        assert await pool.submit(_tasks.inc, 1) == 2
+        server, *workers = pool.process_pids()
+        os.kill(server, signal.SIGKILL)
+
+        async def submit_until_it_fails() -> None:
+            while True:  # until the death is seen
+                await pool.submit(_tasks.inc, 1)
+
+        async with asyncio.timeout(SLACK):
+            with pytest.raises(BrokenPoolError, match="fork server died"):
+                await submit_until_it_fails()
+        assert await asyncio.to_thread(wait_gone, workers, 2.0) == []
