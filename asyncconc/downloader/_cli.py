@@ -242,9 +242,6 @@ def run_download(
     finished: dict[int, DownloadResult] = {}
     reporter: Reporter | None = None
 
-    from asyncconc.downloader._pipeline import Downloader
-    from asyncconc.downloader._sharded import run_sharded
-
     async def main() -> None:
         nonlocal reporter, requests
         async with contextlib.AsyncExitStack() as stack:
@@ -252,12 +249,16 @@ def run_download(
                 requests = await source(stack)
             shown = _make_reporter(out, quiet=quiet, total=len(requests))
             reporter = shown
+            if not requests:
+                return  # nothing to fetch: aiohttp (~0.1 s of imports) is never loaded
 
             def on_event(event: DownloadEvent) -> None:
                 tally(event)
                 shown(event)
 
             if workers is not None:
+                from asyncconc.downloader._sharded import run_sharded
+
                 items = run_sharded(
                     requests,
                     dest,
@@ -270,6 +271,8 @@ def run_download(
                     async for index, result in items:
                         finished[index] = result
                 return
+            from asyncconc.downloader._pipeline import Downloader
+
             downloader = Downloader(dest, on_event=on_event, **(options or {}))
             async with downloader, contextlib.aclosing(downloader._run(requests)) as items:
                 async for index, result in items:
