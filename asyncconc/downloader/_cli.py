@@ -98,6 +98,14 @@ def register(subparsers: Any) -> None:
         help="shard the list over W worker processes, each with its own event loop "
         "(default: one process)",
     )
+    parser.add_argument(
+        "--split",
+        type=int_at_least(1, 64),
+        default=1,
+        metavar="N",
+        help="fetch each file of 2 MiB or more in up to N Range segments at once, "
+        "when the server allows (default: 1)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="download files that exist")
     parser.add_argument("--no-resume", action="store_true", help="restart .part files from zero")
     parser.add_argument("--report", metavar="FILE.json", help="write a JSON report of every URL")
@@ -200,6 +208,7 @@ def _handle(args: argparse.Namespace) -> int:
             # The sha256 of every file is only shown in the report; hashing
             # costs about a quarter of the CPU of a large download.
             "checksum": args.report is not None,
+            "split": args.split,
         },
     )
 
