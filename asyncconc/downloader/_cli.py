@@ -98,6 +98,14 @@ def register(subparsers: Any) -> None:
         help="shard the list over W worker processes, each with its own event loop "
         "(default: one process)",
     )
+    parser.add_argument(
+        "--split",
+        type=int_at_least(1, 64),
+        default=1,
+        metavar="N",
+        help="fetch each file of 2 MiB or more in up to N Range segments at once, "
+        "when the server allows (default: 1)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="download files that exist")
     parser.add_argument("--no-resume", action="store_true", help="restart .part files from zero")
     parser.add_argument("--report", metavar="FILE.json", help="write a JSON report of every URL")
@@ -200,6 +208,7 @@ def _handle(args: argparse.Namespace) -> int:
             # The sha256 of every file is only shown in the report; hashing
             # costs about a quarter of the CPU of a large download.
             "checksum": args.report is not None,
+            "split": args.split,
         },
     )
 
@@ -242,9 +251,6 @@ def run_download(
     finished: dict[int, DownloadResult] = {}
     reporter: Reporter | None = None
 
-    from asyncconc.downloader._pipeline import Downloader
-    from asyncconc.downloader._sharded import run_sharded
-
     async def main() -> None:
         nonlocal reporter, requests
         async with contextlib.AsyncExitStack() as stack:
@@ -252,12 +258,16 @@ def run_download(
                 requests = await source(stack)
             shown = _make_reporter(out, quiet=quiet, total=len(requests))
             reporter = shown
+            if not requests:
+                return  # nothing to fetch: aiohttp (~0.1 s of imports) is never loaded
 
             def on_event(event: DownloadEvent) -> None:
                 tally(event)
                 shown(event)
 
             if workers is not None:
+                from asyncconc.downloader._sharded import run_sharded
+
                 items = run_sharded(
                     requests,
                     dest,
@@ -270,6 +280,8 @@ def run_download(
                     async for index, result in items:
                         finished[index] = result
                 return
+            from asyncconc.downloader._pipeline import Downloader
+
             downloader = Downloader(dest, on_event=on_event, **(options or {}))
             async with downloader, contextlib.aclosing(downloader._run(requests)) as items:
                 async for index, result in items:

@@ -40,6 +40,13 @@ from asyncconc.downloader._models import (
     url_problem,
 )
 from asyncconc.downloader._naming import NameClaimer, choose_name
+from asyncconc.downloader._segmented import (
+    SegmentedFetch,
+    SegmentRestart,
+    SegmentRetry,
+    resume_segmented,
+    start_segmented,
+)
 from asyncconc.downloader._writing import PartFile, read_resume_info
 
 __all__ = ["FetchContext", "RetryPolicy", "fetch"]
@@ -100,6 +107,7 @@ class FetchContext:
     emit: Callable[[DownloadEvent], None]
     checksum: bool = True
     name_limit: int = 255
+    split: int = 1  # connections per file (--split); see _segmented
     _host_slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     _real_dest: str | None = None
 
@@ -152,6 +160,9 @@ class _Job:
         self.name_fixed = request.name is not None
         self.note: str | None = None
         self.size = 0
+        # Segments per file; dropped to 1 when the server will not do ranges.
+        # Not with a per-host limit: every segment is another connection.
+        self.split = ctx.split if ctx.per_host is None else 1
 
     def result(
         self, status: Status, *, error: str | None = None, sha256: str | None = None
@@ -262,6 +273,10 @@ class _Job:
         headers.setdefault("Accept-Encoding", "identity")
         offset = 0
         info = read_resume_info(self.target) if self.ctx.resume else None
+        if info is not None and info.segmented is not None:
+            resumed = await self._segmented(None, info.segmented)
+            assert resumed is not None  # a saved state is always taken up
+            return resumed
         if info is not None and info.size > 0 and info.url in (None, self.request.url):
             offset = info.size
             headers["Range"] = f"bytes={offset}-"
@@ -366,6 +381,10 @@ class _Job:
                 return skipped
             self._check_inside()
 
+        if status == 200 and self.split > 1:
+            segmented = await self._segmented(response, None)
+            if segmented is not None:
+                return segmented
         if status == 206:
             first, total = _content_range(response.headers.get("Content-Range"))
             if first != offset:
@@ -422,6 +441,43 @@ class _Job:
             self.size = part.size
             if not done:
                 part.keep()
+        return self.result("ok", sha256=digest)
+
+    async def _segmented(
+        self, response: aiohttp.ClientResponse | None, state: dict[str, Any] | None
+    ) -> DownloadResult | None:
+        """The ``--split`` path: a fresh ``response`` (200) or a saved ``state``.
+
+        ``None``: the answer cannot be segmented; it is saved on one connection.
+        """
+        assert self.rel is not None
+        fetch = SegmentedFetch(
+            session=self.ctx.session,
+            url=self.request.url,
+            rel=self.rel.as_posix(),
+            target=self.target,
+            headers=self.ctx.headers,
+            timeout=self.ctx.timeout,
+            emit=self.ctx.emit,
+            checksum=self._checksum,
+            expected_sha256=self.request.sha256,
+        )
+        try:
+            if response is not None:
+                done = await start_segmented(fetch, response, self.split)
+                if done is None:
+                    return None
+            else:
+                assert state is not None
+                done = await resume_segmented(fetch, state)
+        except SegmentRetry as exc:
+            raise _Transient(str(exc)) from exc
+        except SegmentRestart as exc:
+            self._discard_part()
+            if exc.split_off:
+                self.split = 1
+            raise _Reissue from exc
+        self.size, digest = done
         return self.result("ok", sha256=digest)
 
     async def _on_416(self, response: aiohttp.ClientResponse, offset: int) -> DownloadResult:
