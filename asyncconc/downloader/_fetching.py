@@ -39,8 +39,8 @@ from asyncconc.downloader._models import (
     Status,
     url_problem,
 )
-from asyncconc.downloader._naming import NameClaimer, choose_name
-from asyncconc.downloader._writing import PartFile, read_resume_info
+from asyncconc.downloader._naming import PART_SUFFIX, NameClaimer, choose_name
+from asyncconc.downloader._writing import PartFile, part_path, read_resume_info
 
 __all__ = ["FetchContext", "RetryPolicy", "fetch"]
 
@@ -118,13 +118,31 @@ class FetchContext:
         return slot
 
 
-async def fetch(ctx: FetchContext, request: DownloadRequest) -> DownloadResult:
-    """Download ``request`` into ``ctx.dest``; never raises for a per-URL failure."""
+INTERRUPTED = "interrupted before it finished"
+
+
+async def fetch(
+    ctx: FetchContext,
+    request: DownloadRequest,
+    *,
+    interrupted: Callable[[DownloadResult], None] | None = None,
+) -> DownloadResult:
+    """Download ``request`` into ``ctx.dest``; never raises for a per-URL failure.
+
+    Cancellation propagates; before it does, ``interrupted`` (if given) gets
+    what the cancelled download leaves behind: ``ok`` when the file was
+    complete and renamed all the same (a commit finishing in its thread),
+    else ``failed`` with the ``.part`` kept (``DownloadResult.part``).
+    """
     job = _Job(ctx, request)
     try:
         result = await job.run()
     except DownloadError as exc:
         result = job.result("failed", error=str(exc))
+    except asyncio.CancelledError:
+        if interrupted is not None:
+            interrupted(job.interrupted_result())
+        raise
     ctx.emit(DownloadFinished(result))
     return result
 
@@ -152,10 +170,17 @@ class _Job:
         self.name_fixed = request.name is not None
         self.note: str | None = None
         self.size = 0
+        self._part: PartFile | None = None
 
     def result(
         self, status: Status, *, error: str | None = None, sha256: str | None = None
     ) -> DownloadResult:
+        kept: str | None = None
+        if status == "failed" and self.rel is not None:
+            # One lstat, on failures only: the report names what a rerun resumes.
+            part = part_path(self.target)
+            if os.path.lexists(part):
+                kept = self.rel.as_posix() + PART_SUFFIX
         return DownloadResult(
             url=self.request.url,
             path=self.rel.as_posix() if self.rel is not None else None,
@@ -167,7 +192,15 @@ class _Job:
             seconds=round(time.monotonic() - self.started, 6),
             line=self.request.line,
             note=self.note,
+            part=kept,
         )
+
+    def interrupted_result(self) -> DownloadResult:
+        """How this job stands after a cancel (its ``.part`` already saved)."""
+        part = self._part
+        if part is not None and part.committed:
+            return self.result("ok", sha256=part.digest)
+        return self.result("failed", error=INTERRUPTED)
 
     async def _claim(self, wanted: PurePosixPath) -> None:
         if self.rel is not None:
@@ -391,6 +424,7 @@ class _Job:
             checksum=self._checksum,
         )
         assert self.rel is not None
+        self._part = part
         emit = self.ctx.emit
         url = self.request.url
         done = False
@@ -437,6 +471,7 @@ class _Job:
                 last_modified=info.last_modified if info else None,
                 checksum=self._checksum,
             )
+            self._part = part
             try:
                 await part.start(offset)
                 digest = await part.commit(expected_size=total, expected_sha256=self.request.sha256)

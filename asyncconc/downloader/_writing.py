@@ -137,6 +137,11 @@ class PartFile:
         self._pending: threading.Event | None = None
         self._in_flight: asyncio.Future[None] | None = None
         self._closed = False
+        # True once the .part was renamed to the final name: a commit whose
+        # awaiting task was cancelled may still complete in its thread, and
+        # after keep() this says whether it did.
+        self.committed = False
+        self.digest: str | None = None
 
     @property
     def size(self) -> int:
@@ -354,6 +359,8 @@ class PartFile:
                 f"sha256 mismatch: expected {expected_sha256.lower()}, got {digest}", url=""
             )
         os.replace(self.part, self.final)
+        self.committed = True
+        self.digest = digest
         if self._meta_text is not None or self._append:
             with contextlib.suppress(FileNotFoundError):
                 self.meta.unlink()
