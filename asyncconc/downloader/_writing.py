@@ -192,9 +192,7 @@ class PartFile:
             return
         in_flight = self._in_flight
         if in_flight is not None and not in_flight.done():
-            self._age_timer = asyncio.get_running_loop().call_later(
-                FLUSH_AGE / 10, self._on_age
-            )
+            self._age_timer = asyncio.get_running_loop().call_later(FLUSH_AGE / 10, self._on_age)
             return
         if in_flight is not None and (in_flight.cancelled() or in_flight.exception()):
             return  # the write error is raised by the next await on it
