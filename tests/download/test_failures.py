@@ -139,9 +139,10 @@ async def test_an_untrusted_certificate_is_rejected_without_retries(
     tmp_path: Path, dest: Path
 ) -> None:
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    command += ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)]
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        command,
         check=True,
         capture_output=True,
         timeout=60,
