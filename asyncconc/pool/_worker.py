@@ -277,6 +277,32 @@ class _Worker:
         with contextlib.suppress(RuntimeError):  # the loop has closed: we are leaving
             self._loop.call_soon_threadsafe(self._send_posted)
 
+    def _post_started(self, ident: int) -> None:
+        """From the main thread: STARTED reaches the kernel before the call runs.
+
+        Batched like other frames, STARTED could still be in this process when
+        the call was killed; the pool then took the call for one that never
+        began and ran it again elsewhere, even with ``retries=0``. Costs one
+        wake-up of the loop thread per plain job (a chunk, not a call).
+        """
+        sent = threading.Event()
+
+        def send() -> None:
+            try:
+                self._send_posted()  # what was posted before goes first
+                self._send(wire.STARTED, ident)
+                assert self._channel is not None
+                self._channel.flush_now()
+            finally:
+                sent.set()
+
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(send)
+        except RuntimeError:  # the loop has closed: we are leaving
+            return
+        sent.wait()
+
     def _send_posted(self) -> None:
         with self._post_lock:
             frames, self._posted = self._posted, []
@@ -328,7 +354,7 @@ class _Worker:
                 self._cancelled.discard(ident)
                 self._post(wire.CANCELLED, ident)
                 continue
-            self._post(wire.STARTED, ident)
+            self._post_started(ident)
             payload = self._run_sync(job)
             if payload is not None:
                 self._post(wire.RESULT, ident, payload)
