@@ -328,9 +328,11 @@ class _Worker:
                 self._cancelled.discard(ident)
                 self._post(wire.CANCELLED, ident)
                 continue
-            # No STARTED for plain jobs: they run in order, so the pool knows
-            # that only the oldest can have started (a frame per job cost
-            # ~40% of one-task submit throughput).
+            # No STARTED for plain jobs: they run in order, so the pool takes
+            # the oldest it handed over for started (a crash then follows the
+            # retry rules) and the others for not started. A STARTED frame,
+            # batched, could be lost with a SIGKILL and the pool re-ran a
+            # started call; sent synchronously, it cost a loop wake-up per job.
             payload = self._run_sync(job)
             if payload is not None:
                 self._post(wire.RESULT, ident, payload)
