@@ -188,9 +188,12 @@ class _State:
         for path in (self.part, self.meta):  # never written through a planted symlink
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+        # The sidecar first: a full-length .part (all holes) without it would
+        # look finished to the one-connection path (a 416 to its Range). Killed
+        # here, a sidecar without a .part is ignored; a short .part restarts.
+        self.save()
         self.fd = os.open(self.part, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o644)
         os.ftruncate(self.fd, self.total)
-        self.save()
 
     def open_existing(self) -> None:
         fd = os.open(self.part, _OPEN_FLAGS)
