@@ -221,7 +221,7 @@ def _make_reporter(stdout: Any, *, quiet: bool, total: int) -> Reporter:
     return LineReporter(stdout, quiet=quiet)
 
 
-_INTERRUPTED = "interrupted before it finished (a .part file, if any, is kept for resuming)"
+_NOT_STARTED = "not started (interrupted)"
 
 RequestSource = Callable[[contextlib.AsyncExitStack], Awaitable[list[DownloadRequest]]]
 
@@ -249,6 +249,8 @@ def run_download(
     tally = Tally()
     requests: list[DownloadRequest] = source if isinstance(source, list) else []
     finished: dict[int, DownloadResult] = {}
+    # What was in flight when the run was interrupted, as it was left.
+    cut: dict[int, DownloadResult] = {}
     reporter: Reporter | None = None
 
     async def main() -> None:
@@ -275,6 +277,7 @@ def run_download(
                     on_event=on_event,
                     options=options or {},
                     loop=loop,
+                    leftover=cut.__setitem__,
                 )
                 async with contextlib.aclosing(items):
                     async for index, result in items:
@@ -283,7 +286,10 @@ def run_download(
             from asyncconc.downloader._pipeline import Downloader
 
             downloader = Downloader(dest, on_event=on_event, **(options or {}))
-            async with downloader, contextlib.aclosing(downloader._run(requests)) as items:
+            async with (
+                downloader,
+                contextlib.aclosing(downloader._run(requests, leftover=cut.__setitem__)) as items,
+            ):
                 async for index, result in items:
                     finished[index] = result
 
@@ -297,11 +303,12 @@ def run_download(
             with contextlib.suppress(Exception):
                 reporter.close()
     results = [
-        finished.get(i) or DownloadResult.unfinished(request, _INTERRUPTED)
+        finished.get(i) or cut.get(i) or DownloadResult.unfinished(request, _NOT_STARTED)
         for i, request in enumerate(requests)
     ]
-    if interrupted:
-        tally.add_failed(len(requests) - len(finished))
+    # The counts come from the results (one per line), not from the events:
+    # after an interrupt some results were never announced by an event.
+    tally.count(results)
     print_line(out, summary_line(tally, interrupted=interrupted))
     if report is not None:
         write_report(report, results)

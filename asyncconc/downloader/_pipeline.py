@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
@@ -230,14 +231,30 @@ class Downloader:
         return [results[i] for i in sorted(results)]
 
     async def _run(
-        self, urls: Iterable[UrlLike], *, names: NameClaimer | None = None
+        self,
+        urls: Iterable[UrlLike],
+        *,
+        names: NameClaimer | None = None,
+        leftover: Callable[[int, DownloadResult], None] | None = None,
     ) -> AsyncGenerator[tuple[int, DownloadResult], None]:
-        """(input index, result) pairs; ``names`` replaces the run's allocator."""
+        """(input index, result) pairs; ``names`` replaces the run's allocator.
+
+        ``leftover`` is told, when the run is cut short (cancelled, or the
+        consumer stopped), the (index, result) of every download that was in
+        flight: finished ones not yielded yet, and interrupted ones as
+        :func:`fetch` left them (``ok`` when complete on disk, else
+        ``failed`` naming their ``.part``). URLs never started are not told.
+        """
         ctx = self._context(names)
         in_flight: dict[asyncio.Task[DownloadResult], int] = {}
+        cut: dict[int, DownloadResult] = {}
         try:
             for index, url in enumerate(urls):
-                task = asyncio.create_task(fetch(ctx, _as_request(url)))
+                task = asyncio.create_task(
+                    fetch(
+                        ctx, _as_request(url), interrupted=functools.partial(cut.__setitem__, index)
+                    )
+                )
                 in_flight[task] = index
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -254,6 +271,12 @@ class Downloader:
                 # Wait for the cancelled tasks so their .part files are saved
                 # and their connections released before we return.
                 await asyncio.wait(in_flight)
+            if leftover is not None:
+                for task, index in in_flight.items():
+                    if not task.cancelled() and task.exception() is None:
+                        leftover(index, task.result())
+                    elif index in cut:
+                        leftover(index, cut[index])
 
 
 async def _completed(
