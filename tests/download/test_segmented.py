@@ -7,6 +7,7 @@ parameters (see ``asyncconc.testing._fileserver``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
@@ -282,3 +283,40 @@ def test_cli_split_below_one_is_a_usage_error(
     assert "--split" in run.err
     assert "Traceback" not in run.err
     assert not (tmp_path / "out").exists()
+
+
+async def test_slow_segments_reach_the_part_and_the_sidecar_within_about_a_second(
+    server: FileServer, dest: Path
+) -> None:
+    server.add_generated("big.bin", 4 * MIB)
+    # ~320 KiB/s per segment: a 1 MiB batch would take 3 s to fill.
+    url = server.url("big.bin", drip=0.05, drip_size=16 << 10)
+    received = 0
+
+    def on_event(event: DownloadEvent) -> None:
+        nonlocal received
+        if isinstance(event, DownloadProgress):
+            received += event.nbytes
+
+    task = asyncio.create_task(download([url], dest, split=2, on_event=on_event, **FAST))
+    meta = dest / "big.bin.part.meta"
+    recorded: list[list[int]] = []
+    try:
+        for _ in range(500):  # bounded: 10 s
+            await asyncio.sleep(0.02)
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                recorded = json.loads(meta.read_text())["segments"]
+            if len(recorded) == 2 and all(d > 0 for _, _, d in recorded):
+                break
+        assert not task.done()
+        assert len(recorded) == 2, recorded
+        assert all(d > 0 for _, _, d in recorded), recorded
+        # Both segments are on disk although neither filled a 1 MiB batch.
+        assert received < 2 * MIB
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    part = (dest / "big.bin.part").read_bytes()
+    for a, _, d in saved_segments(dest, "big.bin"):
+        assert part[a : a + d] == await _served(server, "big.bin", a, a + d)
