@@ -8,7 +8,10 @@ segment is complete); every other segment gets its own ``GET`` with
 ``Range: bytes=A-B`` and ``If-Range`` (the first answer's strong ETag, else
 its Last-Modified). Each connection writes its bytes into ``NAME.part`` at
 their offsets with ``os.pwritev`` from a worker thread (one write in flight
-per segment, so memory stays under ``2 * FLUSH_BYTES`` per segment).
+per segment, so memory stays under ``2 * FLUSH_BYTES`` per segment), in
+batches of ``FLUSH_BYTES`` or after ``FLUSH_AGE`` (1 s), whichever comes first,
+as the one-connection path does; on Ctrl-C or an error what was received is
+written before the sidecar is saved.
 
 Never corrupt:
 
@@ -22,9 +25,10 @@ Never corrupt:
 * progress survives a crash: the ``NAME.part.meta`` sidecar records, for
   each segment, how many bytes from its start are on disk, and is replaced
   atomically (write a temporary file, ``os.replace``) only after those bytes
-  were written, so after Ctrl-C or SIGKILL it never claims more than the
-  ``.part`` holds. (Written to the page cache, not ``fsync``-ed: it survives
-  a killed process, not a power cut, like a one-connection ``.part``.)
+  were written (at the latest ``SAVE_SECONDS`` after a write completes), so
+  after Ctrl-C or SIGKILL it never claims more than the ``.part`` holds.
+  (Written to the page cache, not ``fsync``-ed: it survives a killed
+  process, not a power cut, like a one-connection ``.part``.)
 
 Resuming: a later run finds the sidecar's ``segments`` (whatever its own
 ``--split``) and asks only for the missing part of every segment, with
@@ -51,7 +55,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,7 +64,7 @@ import aiohttp
 
 from asyncconc._errors import IntegrityError, WriteError
 from asyncconc.downloader._models import DownloadEvent, DownloadProgress, DownloadStarted
-from asyncconc.downloader._writing import FLUSH_BYTES, meta_path, part_path
+from asyncconc.downloader._writing import FLUSH_AGE, FLUSH_BYTES, meta_path, part_path
 
 __all__ = [
     "MIN_SEGMENT",
@@ -117,6 +121,10 @@ class _Segment:
     saved: int = 0  # ``done`` as last recorded in the sidecar
     pending: threading.Event | None = None  # set when the write in flight is over
     future: asyncio.Future[None] | None = None  # that write, for the loop side
+    chunks: list[bytes] = field(default_factory=list)  # received, not yet handed over
+    gathered: int = 0  # their length
+    next_offset: int = 0  # where ``chunks`` go
+    timer: asyncio.TimerHandle | None = None  # the FLUSH_AGE flush
 
     @property
     def complete(self) -> bool:
@@ -188,9 +196,12 @@ class _State:
         for path in (self.part, self.meta):  # never written through a planted symlink
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+        # The sidecar first: a full-length .part (all holes) without it would
+        # look finished to the one-connection path (a 416 to its Range). Killed
+        # here, a sidecar without a .part is ignored; a short .part restarts.
+        self.save()
         self.fd = os.open(self.part, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o644)
         os.ftruncate(self.fd, self.total)
-        self.save()
 
     def open_existing(self) -> None:
         fd = os.open(self.part, _OPEN_FLAGS)
@@ -352,11 +363,23 @@ async def _run(state: _State, first: aiohttp.ClientResponse | None) -> tuple[int
 
 
 def _finish_writes(state: _State) -> None:
-    """Wait (synchronously: we may be cancelled) for every write in flight."""
+    """Wait (synchronously: we may be cancelled) for every write in flight; write the rest.
+
+    What was received but not yet written is written here, when every earlier
+    byte of its segment is on disk, so Ctrl-C loses nothing received.
+    """
     for s in state.segments:
         pending, s.pending = s.pending, None
         if pending is not None:
             pending.wait()
+        s.future = None
+        if s.timer is not None:
+            s.timer.cancel()
+            s.timer = None
+        chunks, s.chunks, s.gathered = s.chunks, [], 0
+        if chunks and state.fd is not None and s.start + s.done == s.next_offset:
+            with contextlib.suppress(OSError):
+                state.write(s, chunks, s.next_offset)
 
 
 async def _commit(state: _State) -> str | None:
@@ -458,35 +481,41 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
 
 
 async def _receive(state: _State, segment: _Segment, response: aiohttp.ClientResponse) -> None:
-    fetch = state.fetch
-    emit = fetch.emit
-    url = fetch.url
-    offset = segment.start + segment.done  # where the next gathered byte goes
-    left = segment.end - offset
-    chunks: list[bytes] = []
-    gathered = 0
-    async for chunk in response.content.iter_any():
-        if len(chunk) > left:
-            chunk = chunk[:left]
-        chunks.append(chunk)
-        gathered += len(chunk)
-        left -= len(chunk)
-        emit(DownloadProgress(url, len(chunk)))
-        if gathered >= FLUSH_BYTES or left == 0:
-            await _write(state, segment, chunks, offset)
-            offset += gathered
-            chunks, gathered = [], 0
-        if left == 0:
-            break
-    if chunks:
-        await _write(state, segment, chunks, offset)
-    await _wait(state, segment)
+    emit = state.fetch.emit
+    url = state.fetch.url
+    segment.next_offset = segment.start + segment.done
+    left = segment.end - segment.next_offset
+    loop = asyncio.get_running_loop()
+    try:
+        async for chunk in response.content.iter_any():
+            if len(chunk) > left:
+                chunk = chunk[:left]
+            if not segment.chunks and segment.timer is None:
+                # Received bytes reach the .part within FLUSH_AGE, however slow.
+                segment.timer = loop.call_later(FLUSH_AGE, _on_age, state, segment)
+            segment.chunks.append(chunk)
+            segment.gathered += len(chunk)
+            left -= len(chunk)
+            emit(DownloadProgress(url, len(chunk)))
+            if segment.gathered >= FLUSH_BYTES or left == 0:
+                await _wait(state, segment)
+                _submit(state, segment)
+            if left == 0:
+                break
+        if segment.chunks:
+            await _wait(state, segment)
+            _submit(state, segment)
+        await _wait(state, segment)
+    finally:
+        if segment.timer is not None:
+            segment.timer.cancel()
+            segment.timer = None
     if not segment.complete:
         raise SegmentRetry(f"segment at {segment.start} ended early")
 
 
 async def _wait(state: _State, segment: _Segment) -> None:
-    """Until the segment's write in flight is on disk; then maybe update the sidecar."""
+    """Until the segment's write in flight is on disk."""
     future, segment.future = segment.future, None
     if future is None:
         return
@@ -497,25 +526,39 @@ async def _wait(state: _State, segment: _Segment) -> None:
             f"cannot write {state.part}: {exc.strerror or exc}", url=state.fetch.url
         ) from exc
     segment.pending = None
-    if (
-        segment.done - segment.saved >= SAVE_EVERY
-        or time.monotonic() - state.saved_at >= SAVE_SECONDS
-    ):
-        try:
-            state.save()  # ~0.1 ms: a small file and a rename
-        except OSError as exc:
-            raise WriteError(
-                f"cannot write {state.meta}: {exc.strerror}", url=state.fetch.url
-            ) from exc
 
 
-async def _write(state: _State, segment: _Segment, chunks: list[bytes], offset: int) -> None:
-    """Hand ``chunks`` to a thread, not waiting for it: the next batch is gathered meanwhile.
+def _on_age(state: _State, segment: _Segment) -> None:
+    """The oldest gathered byte of ``segment`` is FLUSH_AGE old: write what is gathered."""
+    segment.timer = None
+    if not segment.chunks or state.fd is None:
+        return
+    future = segment.future
+    if future is not None and not future.done():
+        loop = asyncio.get_running_loop()
+        segment.timer = loop.call_later(FLUSH_AGE / 10, _on_age, state, segment)
+        return
+    if future is not None:
+        if future.cancelled() or future.exception() is not None:
+            return  # the next _wait raises it
+        segment.future = None
+        segment.pending = None
+    _submit(state, segment)
 
-    At most one write per segment is in flight (the previous one is waited
-    for first). ``segment.pending`` lets the synchronous cleanup wait for it.
+
+def _submit(state: _State, segment: _Segment) -> None:
+    """Hand the gathered chunks to a thread, not waiting: the next batch is gathered meanwhile.
+
+    The caller made sure no write of this segment is in flight (one at a
+    time keeps each segment's bytes in order and ``done`` exact).
+    ``segment.pending`` lets the synchronous cleanup wait for it.
     """
-    await _wait(state, segment)
+    if segment.timer is not None:
+        segment.timer.cancel()
+        segment.timer = None
+    chunks, offset = segment.chunks, segment.next_offset
+    segment.next_offset += segment.gathered
+    segment.chunks, segment.gathered = [], 0
     done = threading.Event()
 
     def job() -> None:
@@ -526,10 +569,17 @@ async def _write(state: _State, segment: _Segment, chunks: list[bytes], offset: 
 
     segment.pending = done
     future = asyncio.get_running_loop().run_in_executor(None, job)
-    future.add_done_callback(_retrieve)
+    future.add_done_callback(lambda f: _written(state, f))
     segment.future = future
 
 
-def _retrieve(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
+def _written(state: _State, future: asyncio.Future[None]) -> None:
+    """On the loop, after a write: record progress in the sidecar when it is due."""
+    if future.cancelled() or future.exception() is not None or state.fd is None:
+        return
+    if (
+        any(s.done - s.saved >= SAVE_EVERY for s in state.segments)
+        or time.monotonic() - state.saved_at >= SAVE_SECONDS
+    ):
+        with contextlib.suppress(OSError):  # the next save, or the final one, tells
+            state.save()

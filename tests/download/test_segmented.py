@@ -7,21 +7,23 @@ parameters (see ``asyncconc.testing._fileserver``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from asyncconc import DownloadRequest, DownloadResult, download
+from asyncconc import DownloadEvent, DownloadProgress, DownloadRequest, DownloadResult, download
 from asyncconc.downloader._segmented import MIN_SEGMENT, plan_segments
 from asyncconc.testing import FileServer
-from tests.conftest import files_under
+from tests.conftest import CliRun, files_under
 
 FAST: dict[str, Any] = {"backoff": 0.0, "backoff_max": 0.0}
 MIB = 1 << 20
@@ -219,3 +221,102 @@ async def _served(server: FileServer, name: str, start: int, end: int) -> bytes:
     ):
         assert resp.status == 206
         return await resp.read()
+
+
+async def test_cancel_mid_split_keeps_each_segments_progress_for_a_resume(
+    server: FileServer, dest: Path
+) -> None:
+    info = server.add_generated("big.bin", 16 * MIB)
+    url = server.url("big.bin", drip=0.002, drip_size=64 << 10)
+    received = 0
+    enough = asyncio.Event()
+
+    def on_event(event: DownloadEvent) -> None:
+        nonlocal received
+        if isinstance(event, DownloadProgress):
+            received += event.nbytes
+            if received >= 8 * MIB:  # half the file: every segment has flushed some
+                enough.set()
+
+    task = asyncio.create_task(download([url], dest, split=4, on_event=on_event, **FAST))
+    waiter = asyncio.create_task(enough.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    assert not task.done(), "the download ended before it could be cancelled"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not (dest / "big.bin").exists()
+    saved = saved_segments(dest, "big.bin")
+    assert sum(d for _, _, d in saved) >= 4 * MIB  # flushed batches are recorded
+    before = len(server.requests_for("big.bin"))
+    result = await fetch_one(url, dest, split=4)
+    assert result.status == "ok", result.error
+    assert file_sha(dest / "big.bin") == info.sha256
+    asked = sorted(r for r in ranges_asked(server, "big.bin")[before:] if r)
+    assert asked == sorted(f"bytes={a + d}-{b - 1}" for a, b, d in saved if a + d < b)
+    assert files_under(dest) == {"big.bin"}
+
+
+def test_cli_split_with_workers_downloads_verified_files(
+    threaded_server: FileServer, tmp_path: Path, run_cli: Callable[..., CliRun]
+) -> None:
+    big = threaded_server.add_generated("big.bin", 6 * MIB)
+    small = threaded_server.add_bytes("small.bin", b"small")
+    urls = tmp_path / "urls.txt"
+    urls.write_text(f"{threaded_server.url('big.bin')}\n{threaded_server.url('small.bin')}\n")
+    out = tmp_path / "out"
+    run = run_cli("download", urls, "-o", out, "--split", "3", "--workers", "2", "-q")
+    assert run.code == 0, run
+    assert file_sha(out / "big.bin") == big.sha256
+    assert file_sha(out / "small.bin") == small.sha256
+    assert sum(1 for r in ranges_asked(threaded_server, "big.bin") if r) == 2
+    assert files_under(out) == {"big.bin", "small.bin"}
+
+
+def test_cli_split_below_one_is_a_usage_error(
+    tmp_path: Path, run_cli: Callable[..., CliRun]
+) -> None:
+    urls = tmp_path / "urls.txt"
+    urls.write_text("http://127.0.0.1:9/a\n")
+    run = run_cli("download", urls, "-o", tmp_path / "out", "--split", "0")
+    assert run.code == 2
+    assert "--split" in run.err
+    assert "Traceback" not in run.err
+    assert not (tmp_path / "out").exists()
+
+
+async def test_slow_segments_reach_the_part_and_the_sidecar_within_about_a_second(
+    server: FileServer, dest: Path
+) -> None:
+    server.add_generated("big.bin", 4 * MIB)
+    # ~320 KiB/s per segment: a 1 MiB batch would take 3 s to fill.
+    url = server.url("big.bin", drip=0.05, drip_size=16 << 10)
+    received = 0
+
+    def on_event(event: DownloadEvent) -> None:
+        nonlocal received
+        if isinstance(event, DownloadProgress):
+            received += event.nbytes
+
+    task = asyncio.create_task(download([url], dest, split=2, on_event=on_event, **FAST))
+    meta = dest / "big.bin.part.meta"
+    recorded: list[list[int]] = []
+    try:
+        for _ in range(500):  # bounded: 10 s
+            await asyncio.sleep(0.02)
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                recorded = json.loads(meta.read_text())["segments"]
+            if len(recorded) == 2 and all(d > 0 for _, _, d in recorded):
+                break
+        assert not task.done()
+        assert len(recorded) == 2, recorded
+        assert all(d > 0 for _, _, d in recorded), recorded
+        # Both segments are on disk although neither filled a 1 MiB batch.
+        assert received < 2 * MIB
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    part = (dest / "big.bin.part").read_bytes()
+    for a, _, d in saved_segments(dest, "big.bin"):
+        assert part[a : a + d] == await _served(server, "big.bin", a, a + d)
