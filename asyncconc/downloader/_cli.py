@@ -214,6 +214,35 @@ def _make_reporter(stdout: Any, *, quiet: bool, total: int) -> Reporter:
 
 _NOT_STARTED = "not started (interrupted)"
 
+
+def _fit_open_file_limit(options: dict[str, Any], workers: int | None) -> None:
+    """Raise the soft open-file limit to the hard one; say so if -j must shrink.
+
+    The downloader itself lowers its concurrency to what the limit allows
+    (EMFILE is back-pressure, never a failure); this is the one line that
+    tells the user why the run is less parallel than asked.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX: no such limit
+        return
+    from asyncconc.downloader._pipeline import fd_concurrency, raise_open_file_limit
+
+    raise_open_file_limit()
+    jobs = int(options.get("concurrency", 16))
+    shards = max(1, workers or 1)
+    per_process = -(-jobs // shards)
+    allowed = fd_concurrency(per_process)
+    if allowed < per_process:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        where = " per worker process" if workers else ""
+        print_line(
+            sys.stderr,
+            f"note: -j {jobs} lowered to {allowed} downloads at once{where}: "
+            f"the open-file limit is {soft} (ulimit -n)",
+        )
+
+
 RequestSource = Callable[[contextlib.AsyncExitStack], Awaitable[list[DownloadRequest]]]
 
 
@@ -246,6 +275,8 @@ def run_download(
 
     from asyncconc.downloader._pipeline import Downloader
     from asyncconc.downloader._sharded import run_sharded
+
+    _fit_open_file_limit(options or {}, workers)
 
     async def main() -> None:
         nonlocal reporter, requests

@@ -29,10 +29,73 @@ import aiohttp
 
 from asyncconc._errors import ClosedError
 from asyncconc.downloader._fetching import FetchContext, RetryPolicy, fetch
-from asyncconc.downloader._models import DownloadEvent, DownloadRequest, DownloadResult
+from asyncconc.downloader._models import (
+    DownloadEvent,
+    DownloadFinished,
+    DownloadRequest,
+    DownloadResult,
+)
 from asyncconc.downloader._naming import NameAllocator, NameClaimer, name_max
 
-__all__ = ["Downloader", "download"]
+__all__ = ["Downloader", "download", "fd_concurrency", "raise_open_file_limit"]
+
+# File descriptors one download may hold at once: its socket, its .part and,
+# briefly, the .part.meta sidecar.
+FDS_PER_DOWNLOAD = 3
+# Kept free for everything else: the loop, the executor, the resolver, stdio,
+# the report, a worker's socket to its parent.
+FD_RESERVE = 64
+NOT_STARTED_NO_SPACE = "not started (no space left on device)"
+
+
+def _open_fds() -> int:
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        with contextlib.suppress(OSError):
+            return len(os.listdir(folder))
+    return 0
+
+
+def fd_concurrency(requested: int) -> int:
+    """``requested``, lowered to the downloads the open-file limit leaves room for.
+
+    Each download may hold :data:`FDS_PER_DOWNLOAD` descriptors;
+    :data:`FD_RESERVE` and the descriptors already open are kept free. At
+    least 1. Without :mod:`resource` (Windows) ``requested`` is returned.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return requested
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return requested
+    room = soft - _open_fds() - FD_RESERVE
+    return max(1, min(requested, room // FDS_PER_DOWNLOAD))
+
+
+def raise_open_file_limit() -> tuple[int, int] | None:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit.
+
+    For programs (the CLI), not for the library: the limit is process-wide
+    state that an embedding service owns. Returns (old, new) soft limits,
+    or ``None`` when nothing changed or it is not possible.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit is capped: select()-era code and the kernel's
+    # nr_open both dislike huge descriptor numbers.
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if soft == resource.RLIM_INFINITY or target <= soft:
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return None
+    return soft, target
+
 
 UrlLike = str | DownloadRequest
 
@@ -236,8 +299,17 @@ class Downloader:
         ctx = self._context(names)
         in_flight: dict[asyncio.Task[DownloadResult], int] = {}
         cut: dict[int, DownloadResult] = {}
+        # Running out of descriptors must slow the run down, never fail it.
+        limit = fd_concurrency(self.concurrency)
         try:
             for index, url in enumerate(urls):
+                if ctx.disk_full:
+                    # ENOSPC: start nothing new (what is in flight finishes
+                    # or keeps its .part); a rerun after freeing space resumes.
+                    result = DownloadResult.unfinished(_as_request(url), NOT_STARTED_NO_SPACE)
+                    self._on_event(DownloadFinished(result))
+                    yield index, result
+                    continue
                 task = asyncio.create_task(
                     fetch(
                         ctx, _as_request(url), interrupted=functools.partial(cut.__setitem__, index)
@@ -246,7 +318,7 @@ class Downloader:
                 in_flight[task] = index
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-                if len(in_flight) >= self.concurrency:
+                if len(in_flight) >= limit:
                     async for item in _completed(in_flight):
                         yield item
             while in_flight:
