@@ -99,6 +99,12 @@ def register(subparsers: Any) -> None:
         "(default: one process)",
     )
     parser.add_argument("--overwrite", action="store_true", help="download files that exist")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="re-check files saved by an earlier run (If-None-Match / If-Modified-Since) "
+        "and download again only those that changed",
+    )
     parser.add_argument("--no-resume", action="store_true", help="restart .part files from zero")
     parser.add_argument("--report", metavar="FILE.json", help="write a JSON report of every URL")
     parser.add_argument(
@@ -197,6 +203,7 @@ def _handle(args: argparse.Namespace) -> int:
             "headers": headers,
             "overwrite": args.overwrite,
             "resume": not args.no_resume,
+            "update": args.update,
             # The sha256 of every file is only shown in the report; hashing
             # costs about a quarter of the CPU of a large download.
             "checksum": args.report is not None,

@@ -29,6 +29,7 @@ import aiohttp
 
 from asyncconc._errors import ClosedError
 from asyncconc.downloader._fetching import FetchContext, RetryPolicy, fetch
+from asyncconc.downloader._index import SavedIndex
 from asyncconc.downloader._models import (
     DownloadEvent,
     DownloadFinished,
@@ -114,6 +115,7 @@ class DownloaderOptions(TypedDict, total=False):
     backoff_max: float
     retry_after_max: float
     checksum: bool
+    update: bool
 
 
 class _State(enum.Enum):
@@ -170,6 +172,7 @@ class Downloader:
         backoff_max: float = 30.0,
         retry_after_max: float = 60.0,
         checksum: bool = True,
+        update: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
@@ -188,6 +191,7 @@ class Downloader:
         self.overwrite = overwrite
         self.resume = resume
         self.checksum = checksum
+        self.update = update
         self.policy = RetryPolicy(retries, backoff, backoff_max, retry_after_max)
         # Connect and idle-read timeouts only: a slow-but-moving transfer
         # may take as long as it takes.
@@ -259,6 +263,8 @@ class Downloader:
             emit=self._on_event,
             checksum=self.checksum,
             name_limit=name_max(self.dest),
+            index=SavedIndex.load(self.dest),
+            update=self.update,
         )
 
     async def stream(self, urls: Iterable[UrlLike]) -> AsyncGenerator[DownloadResult, None]:
