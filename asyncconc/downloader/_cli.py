@@ -98,6 +98,14 @@ def register(subparsers: Any) -> None:
         help="shard the list over W worker processes, each with its own event loop "
         "(default: one process)",
     )
+    parser.add_argument(
+        "--split",
+        type=int_at_least(1, 64),
+        default=1,
+        metavar="N",
+        help="fetch each file of 2 MiB or more in up to N Range segments at once, "
+        "when the server allows (default: 1)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="download files that exist")
     parser.add_argument(
         "--update",
@@ -207,6 +215,7 @@ def _handle(args: argparse.Namespace) -> int:
             # The sha256 of every file is only shown in the report; hashing
             # costs about a quarter of the CPU of a large download.
             "checksum": args.report is not None,
+            "split": args.split,
         },
     )
 
@@ -233,7 +242,7 @@ def _fit_open_file_limit(options: dict[str, Any], workers: int | None) -> None:
         import resource
     except ImportError:  # pragma: no cover - not POSIX: no such limit
         return
-    from asyncconc.downloader._pipeline import fd_concurrency, raise_open_file_limit
+    from asyncconc.downloader._limits import fd_concurrency, raise_open_file_limit
 
     raise_open_file_limit()
     jobs = int(options.get("concurrency", 16))
@@ -280,9 +289,6 @@ def run_download(
     cut: dict[int, DownloadResult] = {}
     reporter: Reporter | None = None
 
-    from asyncconc.downloader._pipeline import Downloader
-    from asyncconc.downloader._sharded import run_sharded
-
     _fit_open_file_limit(options or {}, workers)
 
     async def main() -> None:
@@ -292,12 +298,16 @@ def run_download(
                 requests = await source(stack)
             shown = _make_reporter(out, quiet=quiet, total=len(requests))
             reporter = shown
+            if not requests:
+                return  # nothing to fetch: aiohttp (~0.1 s of imports) is never loaded
 
             def on_event(event: DownloadEvent) -> None:
                 tally(event)
                 shown(event)
 
             if workers is not None:
+                from asyncconc.downloader._sharded import run_sharded
+
                 items = run_sharded(
                     requests,
                     dest,
@@ -311,6 +321,8 @@ def run_download(
                     async for index, result in items:
                         finished[index] = result
                 return
+            from asyncconc.downloader._pipeline import Downloader
+
             downloader = Downloader(dest, on_event=on_event, **(options or {}))
             async with (
                 downloader,

@@ -48,6 +48,13 @@ from asyncconc.downloader._models import (
     url_problem,
 )
 from asyncconc.downloader._naming import PART_SUFFIX, NameClaimer, choose_name
+from asyncconc.downloader._segmented import (
+    SegmentedFetch,
+    SegmentRestart,
+    SegmentRetry,
+    resume_segmented,
+    start_segmented,
+)
 from asyncconc.downloader._writing import PartFile, part_path, read_resume_info
 
 __all__ = ["FetchContext", "RetryPolicy", "fetch"]
@@ -115,6 +122,7 @@ class FetchContext:
     index: SavedIndex | None = None
     # Re-check recorded complete files with a conditional request.
     update: bool = False
+    split: int = 1  # connections per file (--split); see _segmented
     # Set when a write hit ENOSPC: the pipeline starts no new downloads.
     disk_full: bool = False
     _host_slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
@@ -204,6 +212,9 @@ class _Job:
         self.name_fixed = request.name is not None
         self.note: str | None = None
         self.size = 0
+        # Segments per file; dropped to 1 when the server will not do ranges.
+        # Not with a per-host limit: every segment is another connection.
+        self.split = ctx.split if ctx.per_host is None else 1
         self._part: PartFile | None = None
         # The record of a complete file being re-checked (update=True).
         self.recorded: SavedRecord | None = None
@@ -437,6 +448,10 @@ class _Job:
                 headers["If-Modified-Since"] = self.recorded.last_modified
         offset = 0
         info = read_resume_info(self.target) if self.ctx.resume else None
+        if info is not None and info.segmented is not None:
+            resumed = await self._segmented(None, info.segmented)
+            assert resumed is not None  # a saved state is always taken up
+            return resumed
         if info is not None and info.size > 0 and info.url in (None, self.request.url):
             offset = info.size
             headers["Range"] = f"bytes={offset}-"
@@ -558,6 +573,10 @@ class _Job:
                 return skipped
             self._check_inside()
 
+        if status == 200 and self.split > 1:
+            segmented = await self._segmented(response, None)
+            if segmented is not None:
+                return segmented
         if status == 206:
             first, total = _content_range(response.headers.get("Content-Range"))
             if first != offset:
@@ -621,6 +640,52 @@ class _Job:
             self.size = part.size
             if not done:
                 part.keep()
+        return self.result("ok", sha256=digest)
+
+    async def _segmented(
+        self, response: aiohttp.ClientResponse | None, state: dict[str, Any] | None
+    ) -> DownloadResult | None:
+        """The ``--split`` path: a fresh ``response`` (200) or a saved ``state``.
+
+        ``None``: the answer cannot be segmented; it is saved on one connection.
+        """
+        assert self.rel is not None
+        fetch = SegmentedFetch(
+            session=self.ctx.session,
+            url=self.request.url,
+            rel=self.rel.as_posix(),
+            target=self.target,
+            headers=self.ctx.headers,
+            timeout=self.ctx.timeout,
+            emit=self.ctx.emit,
+            checksum=self._checksum,
+            expected_sha256=self.request.sha256,
+        )
+        try:
+            if response is not None:
+                done = await start_segmented(fetch, response, self.split)
+                if done is None:
+                    return None
+            else:
+                assert state is not None
+                done = await resume_segmented(fetch, state)
+        except SegmentRetry as exc:
+            raise _Transient(str(exc)) from exc
+        except SegmentRestart as exc:
+            self._discard_part()
+            if exc.split_off:
+                self.split = 1
+            raise _Reissue from exc
+        self.size, digest = done
+        if response is not None:
+            self._remember(response.headers.get("ETag"), response.headers.get("Last-Modified"))
+        else:
+            assert state is not None
+            etag, modified = state.get("etag"), state.get("last_modified")
+            self._remember(
+                etag if isinstance(etag, str) else None,
+                modified if isinstance(modified, str) else None,
+            )
         return self.result("ok", sha256=digest)
 
     async def _on_416(self, response: aiohttp.ClientResponse, offset: int) -> DownloadResult:

@@ -1,8 +1,9 @@
 """The downloader: many URLs at once on one event loop.
 
 :class:`Downloader` owns (or borrows) one :class:`aiohttp.ClientSession` and
-runs up to ``concurrency`` downloads at a time. :func:`download` is the
-one-shot form.
+runs up to ``concurrency`` downloads at a time. The one-shot
+:func:`~asyncconc.download` lives in :mod:`._download`, above this module and
+:mod:`._sharded` (which imports this one), so the two form no cycle.
 
 Why :meth:`Downloader.stream` manages its tasks with :func:`asyncio.wait`
 rather than a TaskGroup: it is an async generator, and a TaskGroup open
@@ -23,13 +24,14 @@ import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypedDict, Unpack
+from typing import Self, TypedDict
 
 import aiohttp
 
 from asyncconc._errors import ClosedError
 from asyncconc.downloader._fetching import FetchContext, RetryPolicy, fetch
 from asyncconc.downloader._index import SavedIndex
+from asyncconc.downloader._limits import fd_concurrency
 from asyncconc.downloader._models import (
     DownloadEvent,
     DownloadFinished,
@@ -38,64 +40,9 @@ from asyncconc.downloader._models import (
 )
 from asyncconc.downloader._naming import NameAllocator, NameClaimer, name_max
 
-__all__ = ["Downloader", "download", "fd_concurrency", "raise_open_file_limit"]
+__all__ = ["Downloader", "DownloaderOptions"]
 
-# File descriptors one download may hold at once: its socket, its .part and,
-# briefly, the .part.meta sidecar.
-FDS_PER_DOWNLOAD = 3
-# Kept free for everything else: the loop, the executor, the resolver, stdio,
-# the report, a worker's socket to its parent.
-FD_RESERVE = 64
 NOT_STARTED_NO_SPACE = "not started (no space left on device)"
-
-
-def _open_fds() -> int:
-    for folder in ("/proc/self/fd", "/dev/fd"):
-        with contextlib.suppress(OSError):
-            return len(os.listdir(folder))
-    return 0
-
-
-def fd_concurrency(requested: int) -> int:
-    """``requested``, lowered to the downloads the open-file limit leaves room for.
-
-    Each download may hold :data:`FDS_PER_DOWNLOAD` descriptors;
-    :data:`FD_RESERVE` and the descriptors already open are kept free. At
-    least 1. Without :mod:`resource` (Windows) ``requested`` is returned.
-    """
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not POSIX
-        return requested
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return requested
-    room = soft - _open_fds() - FD_RESERVE
-    return max(1, min(requested, room // FDS_PER_DOWNLOAD))
-
-
-def raise_open_file_limit() -> tuple[int, int] | None:
-    """Raise this process's soft RLIMIT_NOFILE to its hard limit.
-
-    For programs (the CLI), not for the library: the limit is process-wide
-    state that an embedding service owns. Returns (old, new) soft limits,
-    or ``None`` when nothing changed or it is not possible.
-    """
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not POSIX
-        return None
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    # An unlimited hard limit is capped: select()-era code and the kernel's
-    # nr_open both dislike huge descriptor numbers.
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
-    if soft == resource.RLIM_INFINITY or target <= soft:
-        return None
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError):
-        return None
-    return soft, target
 
 
 UrlLike = str | DownloadRequest
@@ -116,6 +63,7 @@ class DownloaderOptions(TypedDict, total=False):
     retry_after_max: float
     checksum: bool
     update: bool
+    split: int
 
 
 class _State(enum.Enum):
@@ -150,6 +98,11 @@ class Downloader:
     Turning it off saves about a quarter of the CPU on large files; a
     request that carries a ``sha256`` to verify is hashed regardless.
 
+    ``split``: fetch each file of at least 2 MiB whose server announces
+    ``Accept-Ranges: bytes`` over up to ``split`` connections at once (Range
+    segments written in place, resumable per segment; see
+    :mod:`asyncconc.downloader._segmented`). Ignored with ``per_host``.
+
     Raises :class:`ValueError` for bad options. Using a downloader that is
     not open (never entered, or closed) raises
     :class:`~asyncconc.ClosedError`.
@@ -173,6 +126,7 @@ class Downloader:
         retry_after_max: float = 60.0,
         checksum: bool = True,
         update: bool = False,
+        split: int = 1,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
@@ -182,6 +136,8 @@ class Downloader:
             raise ValueError(f"retries must be 0 or more, not {retries}")
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, not {timeout}")
+        if split < 1:
+            raise ValueError(f"split must be at least 1, not {split}")
         if backoff < 0 or backoff_max < 0 or retry_after_max < 0:
             raise ValueError("backoff, backoff_max and retry_after_max must not be negative")
         self.dest = Path(dest)
@@ -192,6 +148,7 @@ class Downloader:
         self.resume = resume
         self.checksum = checksum
         self.update = update
+        self.split = split
         self.policy = RetryPolicy(retries, backoff, backoff_max, retry_after_max)
         # Connect and idle-read timeouts only: a slow-but-moving transfer
         # may take as long as it takes.
@@ -265,6 +222,7 @@ class Downloader:
             name_limit=name_max(self.dest),
             index=SavedIndex.load(self.dest),
             update=self.update,
+            split=self.split,
         )
 
     async def stream(self, urls: Iterable[UrlLike]) -> AsyncGenerator[DownloadResult, None]:
@@ -366,53 +324,3 @@ def _as_request(url: UrlLike) -> DownloadRequest:
     if not isinstance(url, str):
         raise TypeError(f"expected a URL string or DownloadRequest, got {type(url).__name__}")
     return DownloadRequest.from_url(url.strip())
-
-
-async def download(
-    urls: Iterable[UrlLike],
-    dest: str | os.PathLike[str] = ".",
-    *,
-    session: aiohttp.ClientSession | None = None,
-    concurrency: int = 16,
-    workers: int | None = None,
-    **options: Unpack[DownloaderOptions],
-) -> list[DownloadResult]:
-    """Download ``urls`` into ``dest``; per-URL failures are results, in input order.
-
-    Takes the options of :class:`Downloader`. A ``session`` you pass is
-    used and left open.
-
-    ``workers``: shard the URLs over that many worker processes of a
-    :class:`~asyncconc.LoopPool`, each with its own event loop and session
-    (``concurrency`` is then the total over all of them). Names, collisions,
-    ``.part`` files and results behave exactly as in one process;
-    ``on_event`` still runs here, in the calling process. A ``session``
-    cannot cross processes, so it cannot be combined with ``workers``.
-    """
-    if workers is None:
-        async with Downloader(
-            dest, session=session, concurrency=concurrency, **options
-        ) as downloader:
-            return await downloader.download(urls)
-    if session is not None:
-        raise ValueError("a session cannot be shared with worker processes; drop session=")
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, not {workers}")
-    from asyncconc.downloader._sharded import run_sharded
-
-    on_event = options.pop("on_event", None) or _ignore
-    Downloader(dest, concurrency=concurrency, **options)  # validates the options here
-    requests = [_as_request(u) for u in urls]
-    os.makedirs(dest, exist_ok=True)
-    results: dict[int, DownloadResult] = {}
-    items = run_sharded(
-        requests,
-        Path(dest),
-        workers=workers,
-        on_event=on_event,
-        options={"concurrency": concurrency, **options},
-    )
-    async with contextlib.aclosing(items):
-        async for index, result in items:
-            results[index] = result
-    return [results[i] for i in sorted(results)]

@@ -68,6 +68,9 @@ class ResumeInfo:
     url: str | None
     etag: str | None
     last_modified: str | None
+    # The sidecar of a segmented (--split) .part: that .part has holes, so
+    # only the segmented path may resume it (see _segmented).
+    segmented: dict[str, Any] | None = None
 
     @property
     def validator(self) -> str | None:
@@ -100,6 +103,7 @@ def read_resume_info(final: Path) -> ResumeInfo | None:
         url=meta.get("url"),
         etag=meta.get("etag"),
         last_modified=meta.get("last_modified"),
+        segmented=meta if "segments" in meta else None,
     )
 
 
