@@ -178,3 +178,28 @@ async def test_update_rechecks_and_downloads_only_what_changed(dest: Path) -> No
         assert log == []
         _, again = await download(urls, dest, update=True, **FAST)
         assert again.unchanged is True
+
+
+async def test_the_cli_update_option_reports_unchanged_files(tmp_path: Path) -> None:
+    from tests.conftest import run_cli_process
+
+    files = {"same.bin": b"same", "changes.bin": b"old"}
+    async with validating_server(files) as (base, log):
+        urls = tmp_path / "urls.txt"
+        urls.write_text(f"{base}/same.bin\n{base}/changes.bin\n", encoding="utf-8")
+        out, report = tmp_path / "out", tmp_path / "r.json"
+        first = await run_cli_process("download", urls, "-o", out)
+        assert first.code == 0, first
+        files["changes.bin"] = b"new"
+        log.clear()
+        plain = await run_cli_process("download", urls, "-o", out)
+        assert plain.code == 0, plain
+        assert log == []  # no --update: nothing is asked
+        run = await run_cli_process("download", urls, "-o", out, "--update", "--report", report)
+        assert run.code == 0, run
+        entries = json.loads(report.read_text("utf-8"))
+        assert [(e["status"], e["unchanged"]) for e in entries] == [
+            ("skipped", True),
+            ("ok", None),
+        ]
+        assert (out / "changes.bin").read_bytes() == b"new"
