@@ -25,7 +25,7 @@ import pytest
 from asyncconc.testing import FileServer
 from tests.conftest import CliRun, files_under
 
-FILES = 150
+FILES = 80
 
 
 async def run_python(code: str, *args: str, timeout: float = 120) -> CliRun:
