@@ -107,6 +107,12 @@ def register(subparsers: Any) -> None:
         "when the server allows (default: 1)",
     )
     parser.add_argument("--overwrite", action="store_true", help="download files that exist")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="re-check files saved by an earlier run (If-None-Match / If-Modified-Since) "
+        "and download again only those that changed",
+    )
     parser.add_argument("--no-resume", action="store_true", help="restart .part files from zero")
     parser.add_argument("--report", metavar="FILE.json", help="write a JSON report of every URL")
     parser.add_argument(
@@ -205,6 +211,7 @@ def _handle(args: argparse.Namespace) -> int:
             "headers": headers,
             "overwrite": args.overwrite,
             "resume": not args.no_resume,
+            "update": args.update,
             # The sha256 of every file is only shown in the report; hashing
             # costs about a quarter of the CPU of a large download.
             "checksum": args.report is not None,
@@ -222,6 +229,35 @@ def _make_reporter(stdout: Any, *, quiet: bool, total: int) -> Reporter:
 
 
 _NOT_STARTED = "not started (interrupted)"
+
+
+def _fit_open_file_limit(options: dict[str, Any], workers: int | None) -> None:
+    """Raise the soft open-file limit to the hard one; say so if -j must shrink.
+
+    The downloader itself lowers its concurrency to what the limit allows
+    (EMFILE is back-pressure, never a failure); this is the one line that
+    tells the user why the run is less parallel than asked.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX: no such limit
+        return
+    from asyncconc.downloader._limits import fd_concurrency, raise_open_file_limit
+
+    raise_open_file_limit()
+    jobs = int(options.get("concurrency", 16))
+    shards = max(1, workers or 1)
+    per_process = -(-jobs // shards)
+    allowed = fd_concurrency(per_process)
+    if allowed < per_process:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        where = " per worker process" if workers else ""
+        print_line(
+            sys.stderr,
+            f"note: -j {jobs} lowered to {allowed} downloads at once{where}: "
+            f"the open-file limit is {soft} (ulimit -n)",
+        )
+
 
 RequestSource = Callable[[contextlib.AsyncExitStack], Awaitable[list[DownloadRequest]]]
 
@@ -252,6 +288,8 @@ def run_download(
     # What was in flight when the run was interrupted, as it was left.
     cut: dict[int, DownloadResult] = {}
     reporter: Reporter | None = None
+
+    _fit_open_file_limit(options or {}, workers)
 
     async def main() -> None:
         nonlocal reporter, requests

@@ -36,6 +36,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from asyncconc._errors import DownloadError, FetchError, HTTPStatusError, RedirectError, WriteError
 from asyncconc.downloader._failures import classify, is_emfile, is_enospc
+from asyncconc.downloader._index import SavedIndex, SavedRecord
 from asyncconc.downloader._models import (
     DownloadEvent,
     DownloadFinished,
@@ -117,6 +118,10 @@ class FetchContext:
     emit: Callable[[DownloadEvent], None]
     checksum: bool = True
     name_limit: int = 255
+    # What earlier runs saved into dest (None: do not use or keep records).
+    index: SavedIndex | None = None
+    # Re-check recorded complete files with a conditional request.
+    update: bool = False
     split: int = 1  # connections per file (--split); see _segmented
     # Set when a write hit ENOSPC: the pipeline starts no new downloads.
     disk_full: bool = False
@@ -211,9 +216,16 @@ class _Job:
         # Not with a per-host limit: every segment is another connection.
         self.split = ctx.split if ctx.per_host is None else 1
         self._part: PartFile | None = None
+        # The record of a complete file being re-checked (update=True).
+        self.recorded: SavedRecord | None = None
 
     def result(
-        self, status: Status, *, error: str | None = None, sha256: str | None = None
+        self,
+        status: Status,
+        *,
+        error: str | None = None,
+        sha256: str | None = None,
+        unchanged: bool | None = None,
     ) -> DownloadResult:
         kept: str | None = None
         if status == "failed" and self.rel is not None:
@@ -233,6 +245,7 @@ class _Job:
             line=self.request.line,
             note=self.note,
             part=kept,
+            unchanged=unchanged,
         )
 
     def interrupted_result(self) -> DownloadResult:
@@ -270,10 +283,30 @@ class _Job:
         request = self.request
         if request.problem is not None:
             return self.result("failed", error=request.problem)
-        wanted = request.name or PurePosixPath(
-            choose_name(request.url, None, limit=self.ctx.name_limit)
+        ctx = self.ctx
+        record = None
+        if ctx.index is not None and not ctx.overwrite:
+            record = ctx.index.get(request.url)
+            if record is not None and request.name is not None and record.path != request.name:
+                record = None  # the list names another file now
+        wanted = request.name or (
+            record.path
+            if record is not None
+            else PurePosixPath(choose_name(request.url, None, limit=ctx.name_limit))
         )
         await self._claim(wanted)
+        if record is not None and self.rel == record.path:
+            # Saved complete by an earlier run and unchanged on disk since:
+            # known without asking the server.
+            self.name_fixed = True
+            self.size = record.size
+            if not ctx.update:
+                return self.result("skipped")
+            self.recorded = record
+        elif not self.name_fixed:
+            await self._avoid_other_urls_files(wanted)
+            if not ctx.overwrite and self._target_exists() and (skipped := await self._probe()):
+                return skipped
         if skipped := self._skip_if_complete():
             return skipped
         reissues = 0
@@ -302,8 +335,74 @@ class _Job:
                     raise FetchError(f"{exc} (gave up after {tries})", url=request.url) from None
                 await asyncio.sleep(self.ctx.policy.delay(self.attempts, exc.retry_after))
 
+    async def _avoid_other_urls_files(self, wanted: PurePosixPath) -> None:
+        """A name that holds the file saved from another URL is not ours."""
+        index = self.ctx.index
+        if index is None:
+            return
+        held: list[PurePosixPath] = []
+        while self.rel is not None and len(held) < 100:
+            owner = index.owner(self.rel)
+            if owner is None or owner == self.request.url:
+                break
+            held.append(self.rel)
+            self.rel = await self.ctx.names.aclaim(wanted)
+            self._target = None
+        if held:
+            for path in held:
+                self.ctx.names.release(path)
+            assert self.rel is not None
+            self.note = (
+                f"{wanted.as_posix()!r} holds the file saved from another URL, "
+                f"stored as {self.rel.as_posix()!r}"
+            )
+
+    async def _probe(self) -> DownloadResult | None:
+        """A file of this URL's name exists, with no record: ask HEAD, not GET.
+
+        One request and no body bytes: the server's name (Content-Disposition)
+        says whether the existing file is this URL's. Any trouble falls back
+        to the GET, which retries properly.
+        """
+        headers = CIMultiDict(self.ctx.headers)
+        headers.setdefault("Accept-Encoding", "identity")
+        try:
+            response = await self._open(headers, method="HEAD")
+        except (_Transient, DownloadError):
+            return None
+        try:
+            if not 200 <= response.status < 300:
+                return None
+            disposition = response.headers.get("Content-Disposition")
+            etag = response.headers.get("ETag")
+            last_modified = response.headers.get("Last-Modified")
+            length = response.content_length
+        finally:
+            response.release()
+        self.name_fixed = True
+        wanted = PurePosixPath(
+            choose_name(self.request.url, disposition, limit=self.ctx.name_limit)
+        )
+        assert self.rel is not None
+        if wanted.name != self.rel.name:
+            await self._claim(wanted)
+            await self._avoid_other_urls_files(wanted)
+        skipped = self._skip_if_complete()
+        if skipped is not None and self.ctx.index is not None and length in (None, self.size):
+            assert self.rel is not None
+            self.ctx.index.add(self.request.url, self.rel, etag=etag, last_modified=last_modified)
+        return skipped
+
+    def _target_exists(self) -> bool:
+        # One lstat on the loop, like _skip_if_complete's (no thread hop).
+        return os.path.lexists(self.target)
+
+    def _remember(self, etag: str | None, last_modified: str | None) -> None:
+        if self.ctx.index is not None and self.rel is not None:
+            self.ctx.index.add(self.request.url, self.rel, etag=etag, last_modified=last_modified)
+
     def _skip_if_complete(self) -> DownloadResult | None:
-        if not self.name_fixed or self.ctx.overwrite:
+        if not self.name_fixed or self.ctx.overwrite or self.recorded is not None:
             return None
         try:
             stat = self.target.lstat()
@@ -341,6 +440,12 @@ class _Job:
         self._check_inside()
         headers = CIMultiDict(self.ctx.headers)
         headers.setdefault("Accept-Encoding", "identity")
+        if self.recorded is not None:
+            # update=True: the server says whether the saved file is current.
+            if self.recorded.etag:
+                headers["If-None-Match"] = self.recorded.etag
+            if self.recorded.last_modified:
+                headers["If-Modified-Since"] = self.recorded.last_modified
         offset = 0
         info = read_resume_info(self.target) if self.ctx.resume else None
         if info is not None and info.segmented is not None:
@@ -365,14 +470,18 @@ class _Job:
         finally:
             response.release()
 
-    async def _open(self, headers: CIMultiDict[str]) -> aiohttp.ClientResponse:
-        """GET, following up to 10 redirects by hand (to name loops clearly)."""
+    async def _open(
+        self, headers: CIMultiDict[str], *, method: str = "GET"
+    ) -> aiohttp.ClientResponse:
+        """GET (or HEAD), following up to 10 redirects by hand (to name loops clearly)."""
         url = self.request.url
         origin = urlsplit(url)[:2]
         seen = {url}
         for _ in range(MAX_REDIRECTS + 1):
             try:
-                response = await self._get(url, headers, foreign=urlsplit(url)[:2] != origin)
+                response = await self._get(
+                    url, headers, foreign=urlsplit(url)[:2] != origin, method=method
+                )
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 raise self._failure(exc, url) from exc
             except ValueError as exc:  # e.g. a header aiohttp will not send
@@ -397,7 +506,7 @@ class _Job:
         raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=self.request.url)
 
     async def _get(
-        self, url: str, headers: CIMultiDict[str], *, foreign: bool
+        self, url: str, headers: CIMultiDict[str], *, foreign: bool, method: str = "GET"
     ) -> aiohttp.ClientResponse:
         session = self.ctx.session
         options: dict[str, Any] = {
@@ -406,7 +515,7 @@ class _Job:
             "timeout": self.ctx.timeout,
         }
         if not (foreign and _carries_credentials(session)):
-            return await session.get(url, headers=headers, **options)
+            return await session.request(method, url, headers=headers, **options)
         # A caller's session may add credentials to every request (default
         # headers, auth) and aiohttp cannot leave them out of one request. So
         # another origin is asked through a bare session on the same
@@ -417,13 +526,16 @@ class _Job:
         merged.update(headers)
         bare = aiohttp.ClientSession(connector=session.connector, connector_owner=False)
         try:
-            return await bare.get(url, headers=merged, **options)
+            return await bare.request(method, url, headers=merged, **options)
         finally:
             await bare.close()  # the pool stays open: it is the caller's
 
     async def _receive(self, response: aiohttp.ClientResponse, offset: int) -> DownloadResult:
         status = response.status
         url = self.request.url
+        if status == 304 and self.recorded is not None:
+            self.size = self.recorded.size
+            return self.result("skipped", unchanged=True)
         if status == 416 and offset > 0:
             return await self._on_416(response, offset)
         if status >= 500 or status in _TRANSIENT_STATUSES:
@@ -443,11 +555,21 @@ class _Job:
                 )
             )
             assert self.rel is not None
-            if wanted.name != self.rel.name:
+            # The URL's own name was claimed already (and kept clear of other
+            # URLs' files); only a server-given name needs claiming now.
+            url_name = PurePosixPath(choose_name(url, None, limit=self.ctx.name_limit))
+            if wanted != url_name and wanted.name != self.rel.name:
                 await self._claim(wanted)
+                await self._avoid_other_urls_files(wanted)
                 if offset > 0 or (self.ctx.resume and read_resume_info(self.target)):
                     raise _Reissue  # the Range we sent was for another name
             if skipped := self._skip_if_complete():
+                # An unrecorded complete file: record it, so that the next
+                # run needs no request for it at all.
+                if response.content_length in (None, self.size):
+                    self._remember(
+                        response.headers.get("ETag"), response.headers.get("Last-Modified")
+                    )
                 return skipped
             self._check_inside()
 
@@ -513,6 +635,7 @@ class _Job:
             except DownloadError as exc:
                 raise type(exc)(str(exc), url=url) from exc
             done = True
+            self._remember(headers.get("ETag"), headers.get("Last-Modified"))
         finally:
             self.size = part.size
             if not done:
@@ -554,6 +677,15 @@ class _Job:
                 self.split = 1
             raise _Reissue from exc
         self.size, digest = done
+        if response is not None:
+            self._remember(response.headers.get("ETag"), response.headers.get("Last-Modified"))
+        else:
+            assert state is not None
+            etag, modified = state.get("etag"), state.get("last_modified")
+            self._remember(
+                etag if isinstance(etag, str) else None,
+                modified if isinstance(modified, str) else None,
+            )
         return self.result("ok", sha256=digest)
 
     async def _on_416(self, response: aiohttp.ClientResponse, offset: int) -> DownloadResult:
@@ -580,6 +712,7 @@ class _Job:
                 part.keep()  # cancelled: close the descriptor, the .part stays
                 raise
             self.size = offset
+            self._remember(info.etag if info else None, info.last_modified if info else None)
             return self.result("ok", sha256=digest)
         self._discard_part()
         raise _Reissue

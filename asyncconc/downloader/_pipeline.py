@@ -30,10 +30,20 @@ import aiohttp
 
 from asyncconc._errors import ClosedError
 from asyncconc.downloader._fetching import FetchContext, RetryPolicy, fetch
-from asyncconc.downloader._models import DownloadEvent, DownloadRequest, DownloadResult
+from asyncconc.downloader._index import SavedIndex
+from asyncconc.downloader._limits import fd_concurrency
+from asyncconc.downloader._models import (
+    DownloadEvent,
+    DownloadFinished,
+    DownloadRequest,
+    DownloadResult,
+)
 from asyncconc.downloader._naming import NameAllocator, NameClaimer, name_max
 
 __all__ = ["Downloader", "DownloaderOptions"]
+
+NOT_STARTED_NO_SPACE = "not started (no space left on device)"
+
 
 UrlLike = str | DownloadRequest
 
@@ -52,6 +62,7 @@ class DownloaderOptions(TypedDict, total=False):
     backoff_max: float
     retry_after_max: float
     checksum: bool
+    update: bool
     split: int
 
 
@@ -114,6 +125,7 @@ class Downloader:
         backoff_max: float = 30.0,
         retry_after_max: float = 60.0,
         checksum: bool = True,
+        update: bool = False,
         split: int = 1,
     ) -> None:
         if concurrency < 1:
@@ -135,6 +147,7 @@ class Downloader:
         self.overwrite = overwrite
         self.resume = resume
         self.checksum = checksum
+        self.update = update
         self.split = split
         self.policy = RetryPolicy(retries, backoff, backoff_max, retry_after_max)
         # Connect and idle-read timeouts only: a slow-but-moving transfer
@@ -207,6 +220,8 @@ class Downloader:
             emit=self._on_event,
             checksum=self.checksum,
             name_limit=name_max(self.dest),
+            index=SavedIndex.load(self.dest),
+            update=self.update,
             split=self.split,
         )
 
@@ -248,8 +263,17 @@ class Downloader:
         ctx = self._context(names)
         in_flight: dict[asyncio.Task[DownloadResult], int] = {}
         cut: dict[int, DownloadResult] = {}
+        # Running out of descriptors must slow the run down, never fail it.
+        limit = fd_concurrency(self.concurrency)
         try:
             for index, url in enumerate(urls):
+                if ctx.disk_full:
+                    # ENOSPC: start nothing new (what is in flight finishes
+                    # or keeps its .part); a rerun after freeing space resumes.
+                    result = DownloadResult.unfinished(_as_request(url), NOT_STARTED_NO_SPACE)
+                    self._on_event(DownloadFinished(result))
+                    yield index, result
+                    continue
                 task = asyncio.create_task(
                     fetch(
                         ctx, _as_request(url), interrupted=functools.partial(cut.__setitem__, index)
@@ -258,7 +282,7 @@ class Downloader:
                 in_flight[task] = index
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-                if len(in_flight) >= self.concurrency:
+                if len(in_flight) >= limit:
                     async for item in _completed(in_flight):
                         yield item
             while in_flight:
