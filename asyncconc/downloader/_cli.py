@@ -26,7 +26,6 @@ from asyncconc.downloader._models import (
 )
 from asyncconc.downloader._reporting import (
     LineReporter,
-    LiveReporter,
     Reporter,
     Tally,
     print_line,
@@ -204,11 +203,11 @@ def _handle(args: argparse.Namespace) -> int:
     )
 
 
-def _make_reporter(stdout: Any, *, quiet: bool, total: int) -> Reporter:
+def _make_reporter(stdout: Any, *, quiet: bool, total: int, tally: Tally) -> Reporter:
     if not quiet and stdout.isatty():
-        from rich.console import Console  # ~30 ms: only for the live display
+        from asyncconc.downloader._live import LiveReporter  # only for the live display
 
-        return LiveReporter(Console(file=stdout), total_files=total)
+        return LiveReporter(stdout, total_files=total, tally=tally)
     return LineReporter(stdout, quiet=quiet)
 
 
@@ -250,7 +249,7 @@ def run_download(
         async with contextlib.AsyncExitStack() as stack:
             if not isinstance(source, list):
                 requests = await source(stack)
-            shown = _make_reporter(out, quiet=quiet, total=len(requests))
+            shown = _make_reporter(out, quiet=quiet, total=len(requests), tally=tally)
             reporter = shown
 
             def on_event(event: DownloadEvent) -> None:
@@ -281,6 +280,7 @@ def run_download(
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        tally.stop()
         if reporter is not None:
             with contextlib.suppress(Exception):
                 reporter.close()
