@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncconc._errors import UsageError
+from asyncconc._printable import printable
 from asyncconc._runner import run
 from asyncconc.downloader._models import (
     DownloadEvent,
@@ -42,9 +43,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "download",
         help="download many files at once over HTTP",
+        usage="%(prog)s [options] URLS_FILE",
         description=(
-            "Download every URL of URLS_FILE concurrently. Lines: URL [NAME] [sha256=HEX]; "
-            "blank lines and lines starting with # are ignored; '-' reads stdin. "
+            "Download every URL of URLS_FILE concurrently. Lines: URL [NAME] [sha256=HEX] "
+            "[# comment]; blank lines and lines starting with # are ignored; '-' reads stdin. "
             "Data goes to NAME.part and is renamed when complete; existing files are "
             "skipped and .part files resumed."
         ),
@@ -87,7 +89,7 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="'K: V'",
-        help="extra request header (repeatable)",
+        help="extra request header (repeatable; not Range, which resuming sets)",
     )
     parser.add_argument(
         "--workers",
@@ -107,6 +109,9 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=_handle)
 
 
+_OWN_HEADERS = frozenset({"range", "if-range"})
+
+
 def _parse_headers(values: Sequence[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for value in values:
@@ -116,6 +121,13 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
             raise UsageError(f"--header {value!r}: expected 'Name: value'")
         if any(c in content for c in "\r\n\x00"):
             raise UsageError(f"--header {value!r}: the value may not contain line breaks")
+        if name.lower() in _OWN_HEADERS:
+            # A fixed Range would fight resuming (.part files ask for the rest)
+            # and make every file a fragment: refused, like an unknown option.
+            raise UsageError(
+                f"--header {value!r}: {name} is set by the downloader "
+                "(to resume .part files) and cannot be given"
+            )
         headers[name] = content.strip()
     return headers
 
@@ -180,6 +192,13 @@ def _handle(args: argparse.Namespace) -> int:
     lines = _read_lines(args.urls_file)
     dest = _prepare_output(args.output)
     requests = list(parse_url_list(lines))
+    if not requests:
+        # Nothing to do is not a failure (wget -i says the same and exits 0).
+        where = "stdin" if args.urls_file == "-" else args.urls_file
+        print_line(sys.stdout, f"no URLs in {printable(where)}")
+        if args.report is not None:
+            write_report(args.report, [])
+        return 0
     return run_download(
         requests,
         dest,

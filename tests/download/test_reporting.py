@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import math
-import os
-import pty
 import re
-import sys
 import unicodedata
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -27,7 +22,6 @@ from asyncconc.downloader._reporting import (
     format_rate,
     summary_line,
 )
-from asyncconc.testing import serve_files
 
 _BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -276,46 +270,3 @@ def test_live_failure_lines_and_names_are_literal_text() -> None:
     assert "http://h/[/x]\\x1b]0;t\\x07: HTTP 404 [/x]" in out
     assert "\x1b[2J" not in out
     assert "\x07" not in out
-
-
-# -- a real terminal -----------------------------------------------------------------------------
-
-
-async def test_cli_on_a_terminal_shows_live_progress(tmp_path: Path) -> None:
-    async with serve_files() as server:
-        for i in range(3):
-            server.add_generated(f"f{i}.bin", 200_000)
-        urls = tmp_path / "urls.txt"
-        urls.write_text(
-            "".join(server.url(f"f{i}.bin", drip=0.001, drip_size=65536) + "\n" for i in range(3))
-        )
-        leader, follower = pty.openpty()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "asyncconc",
-            "download",
-            str(urls),
-            "-o",
-            str(tmp_path / "out"),
-            stdout=follower,
-            stderr=follower,
-            env={**os.environ, "COLUMNS": "100", "TERM": "xterm"},
-        )
-        os.close(follower)
-        chunks: list[bytes] = []
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                data = await loop.run_in_executor(None, os.read, leader, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        os.close(leader)
-        assert await asyncio.wait_for(proc.wait(), 60) == 0
-    screen = b"".join(chunks).decode(errors="replace")
-    assert "3/3 files" in screen  # the live overall line
-    assert "\x1b[" in screen  # drawn with terminal control codes
-    assert "3 ok, 0 skipped, 0 failed" in screen

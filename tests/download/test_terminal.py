@@ -86,6 +86,23 @@ def write_list(path: Path, *lines: str) -> Path:
     return path
 
 
+async def test_a_terminal_gets_the_live_display(server: FileServer, tmp_path: Path) -> None:
+    for i in range(3):
+        server.add_generated(f"f{i}.bin", 200_000)
+    urls = write_list(
+        tmp_path / "urls.txt",
+        *(server.url(f"f{i}.bin", drip=0.001, drip_size=65536) for i in range(3)),
+    )
+    run = await run_on_terminal("download", str(urls), "-o", str(tmp_path / "out"))
+    assert run.code == 0, run
+    assert "\x1b[?25l" in run.raw  # drawn with terminal control codes
+    assert run.raw.endswith("\r\n")
+    shown = str(run).splitlines()
+    assert shown[0].startswith("all 3/3 files"), shown
+    assert shown[1].startswith("3 ok, 0 skipped, 0 failed; 585.9 KiB in"), shown
+    assert "\x1b[?25h" in run.raw  # the cursor is shown again
+
+
 async def test_bracket_text_in_names_and_urls_is_shown_literally(
     server: FileServer, tmp_path: Path
 ) -> None:
