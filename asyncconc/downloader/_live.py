@@ -121,7 +121,7 @@ def overall_line(
     glyphs = glyphs or _Glyphs("utf-8")
     speed = format_rate(rate) if rate is not None else "? B/s"
     if elapsed is not None:
-        when = f"in {_duration(elapsed)}"
+        when = f"in {elapsed:.2f} s" if elapsed < 60 else f"in {_duration(elapsed)}"
     else:
         when = f"ETA {_duration(eta)}" if eta is not None else "ETA -:--:--"
     files = f"{done}/{total_files} files"
