@@ -270,3 +270,22 @@ def test_live_failure_lines_and_names_are_literal_text() -> None:
     assert "http://h/[/x]\\x1b]0;t\\x07: HTTP 404 [/x]" in out
     assert "\x1b[2J" not in out
     assert "\x07" not in out
+
+
+def test_events_only_count_the_drawing_is_left_to_the_timer() -> None:
+    # rich.progress redrew the whole display on every add_task: 10,000 lines cost
+    # 30 s of CPU. Here events draw nothing, whatever the list's length.
+    live, tally, stream, _ = _live(total_files=10_000)
+    for i in range(10_000):
+        url = f"http://h/{i}.bin"
+        _feed(
+            live,
+            tally,
+            DownloadStarted(url, f"{i}.bin", 4096, 0),
+            DownloadProgress(url, 4096),
+            DownloadFinished(_result(url=url)),
+        )
+    assert stream.getvalue() == ""
+    live.close()
+    assert stream.getvalue().count("\n") == 1  # one final frame
+    assert "10000/10000 files" in stream.getvalue()
