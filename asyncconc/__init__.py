@@ -11,6 +11,7 @@ import typing as _typing
 from asyncconc._errors import (
     AccountError,
     AsyncConcError,
+    BrokenPoolError,
     ClosedError,
     DownloadError,
     FetchError,
@@ -48,7 +49,7 @@ if _typing.TYPE_CHECKING:
         parse_url_list,
     )
     from asyncconc.pingpong import ping_pong, ping_pong_processes, ping_pong_processes_broken
-    from asyncconc.pool import LoopPool, partial_sum, split_range
+    from asyncconc.pool import LoopPool, LoopPoolExecutor, partial_sum, split_range
 
 _LAZY = {
     "Account": "asyncconc.account",
@@ -67,6 +68,7 @@ _LAZY = {
     "ping_pong_processes": "asyncconc.pingpong",
     "ping_pong_processes_broken": "asyncconc.pingpong",
     "LoopPool": "asyncconc.pool",
+    "LoopPoolExecutor": "asyncconc.pool",
     "partial_sum": "asyncconc.pool",
     "split_range": "asyncconc.pool",
 }
@@ -91,6 +93,7 @@ __all__ = [
     "Account",
     "AccountError",
     "AsyncConcError",
+    "BrokenPoolError",
     "ClosedError",
     "DownloadError",
     "DownloadEvent",
@@ -108,6 +111,7 @@ __all__ = [
     "InvalidAmountError",
     "InvalidURLError",
     "LoopPool",
+    "LoopPoolExecutor",
     "PicklingError",
     "PoolClosedError",
     "PoolError",

@@ -183,7 +183,11 @@ class DownloadResult:
     ``path`` is relative to the destination folder (``None`` when no name
     was reached). ``sha256`` is set for ``ok`` results (unless the
     downloader runs with ``checksum=False``), ``error`` for ``failed`` ones.
-    ``note`` explains a renamed collision.
+    ``note`` explains a renamed collision. ``part`` is the ``NAME.part``
+    file (relative to the folder) that a failed or interrupted download left
+    on disk for a later run to resume; ``None`` when there is none.
+    ``unchanged`` is ``True`` for a ``skipped`` file that ``update=True``
+    re-checked and the server confirmed as current.
     """
 
     url: str
@@ -196,6 +200,8 @@ class DownloadResult:
     seconds: float
     line: int | None = None
     note: str | None = None
+    part: str | None = None
+    unchanged: bool | None = None
 
     @classmethod
     def unfinished(cls, request: DownloadRequest, error: str) -> DownloadResult:

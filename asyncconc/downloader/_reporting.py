@@ -103,8 +103,16 @@ class Tally:
             else:
                 self.failed += 1
 
-    def add_failed(self, count: int) -> None:
-        self.failed += count
+    def count(self, results: Iterable[DownloadResult]) -> None:
+        """Set the counts from the final results (one per line of the list)."""
+        self.ok = self.skipped = self.failed = 0
+        for result in results:
+            if result.status == "ok":
+                self.ok += 1
+            elif result.status == "skipped":
+                self.skipped += 1
+            else:
+                self.failed += 1
 
 
 def summary_line(tally: Tally, *, interrupted: bool = False) -> str:
