@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncconc._errors import UsageError
+from asyncconc._printable import printable
 from asyncconc._runner import run
 from asyncconc.downloader._models import (
     DownloadEvent,
@@ -26,7 +27,6 @@ from asyncconc.downloader._models import (
 )
 from asyncconc.downloader._reporting import (
     LineReporter,
-    LiveReporter,
     Reporter,
     Tally,
     print_line,
@@ -43,9 +43,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "download",
         help="download many files at once over HTTP",
+        usage="%(prog)s [options] URLS_FILE",
         description=(
-            "Download every URL of URLS_FILE concurrently. Lines: URL [NAME] [sha256=HEX]; "
-            "blank lines and lines starting with # are ignored; '-' reads stdin. "
+            "Download every URL of URLS_FILE concurrently. Lines: URL [NAME] [sha256=HEX] "
+            "[# comment]; blank lines and lines starting with # are ignored; '-' reads stdin. "
             "Data goes to NAME.part and is renamed when complete; existing files are "
             "skipped and .part files resumed."
         ),
@@ -88,7 +89,7 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="'K: V'",
-        help="extra request header (repeatable)",
+        help="extra request header (repeatable; not Range, which resuming sets)",
     )
     parser.add_argument(
         "--workers",
@@ -122,6 +123,9 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=_handle)
 
 
+_OWN_HEADERS = frozenset({"range", "if-range"})
+
+
 def _parse_headers(values: Sequence[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for value in values:
@@ -131,6 +135,13 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
             raise UsageError(f"--header {value!r}: expected 'Name: value'")
         if any(c in content for c in "\r\n\x00"):
             raise UsageError(f"--header {value!r}: the value may not contain line breaks")
+        if name.lower() in _OWN_HEADERS:
+            # A fixed Range would fight resuming (.part files ask for the rest)
+            # and make every file a fragment: refused, like an unknown option.
+            raise UsageError(
+                f"--header {value!r}: {name} is set by the downloader "
+                "(to resume .part files) and cannot be given"
+            )
         headers[name] = content.strip()
     return headers
 
@@ -195,6 +206,13 @@ def _handle(args: argparse.Namespace) -> int:
     lines = _read_lines(args.urls_file)
     dest = _prepare_output(args.output)
     requests = list(parse_url_list(lines))
+    if not requests:
+        # Nothing to do is not a failure (wget -i says the same and exits 0).
+        where = "stdin" if args.urls_file == "-" else args.urls_file
+        print_line(sys.stdout, f"no URLs in {printable(where)}")
+        if args.report is not None:
+            write_report(args.report, [])
+        return 0
     return run_download(
         requests,
         dest,
@@ -220,11 +238,11 @@ def _handle(args: argparse.Namespace) -> int:
     )
 
 
-def _make_reporter(stdout: Any, *, quiet: bool, total: int) -> Reporter:
+def _make_reporter(stdout: Any, *, quiet: bool, total: int, tally: Tally) -> Reporter:
     if not quiet and stdout.isatty():
-        from rich.console import Console  # ~30 ms: only for the live display
+        from asyncconc.downloader._live import LiveReporter  # only for the live display
 
-        return LiveReporter(Console(file=stdout), total_files=total)
+        return LiveReporter(stdout, total_files=total, tally=tally)
     return LineReporter(stdout, quiet=quiet)
 
 
@@ -296,7 +314,7 @@ def run_download(
         async with contextlib.AsyncExitStack() as stack:
             if not isinstance(source, list):
                 requests = await source(stack)
-            shown = _make_reporter(out, quiet=quiet, total=len(requests))
+            shown = _make_reporter(out, quiet=quiet, total=len(requests), tally=tally)
             reporter = shown
             if not requests:
                 return  # nothing to fetch: aiohttp (~0.1 s of imports) is never loaded
@@ -337,6 +355,7 @@ def run_download(
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        tally.stop()
         if reporter is not None:
             with contextlib.suppress(Exception):
                 reporter.close()

@@ -60,4 +60,4 @@ def test_download_of_an_empty_list_does_not_load_aiohttp(tmp_path: Path) -> None
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.splitlines()[-1] == "0 []", out.stdout + out.stderr
-    assert "0 ok, 0 skipped, 0 failed" in out.stdout
+    assert f"no URLs in {empty}" in out.stdout  # issue 7: said so instead of a 0-file summary
