@@ -23,8 +23,8 @@ def test_plugin_fixtures_work_in_a_user_suite(pytester: pytest.Pytester) -> None
             assert (tmp_path / "hello.txt").read_bytes() == b"hi there"
 
         async def test_factory_starts_more_servers(file_server_factory):
-            one = await file_server_factory(files={"a": b"1"})
-            two = await file_server_factory(files={"a": b"2"})
+            one = file_server_factory(files={"a": b"1"})
+            two = file_server_factory(files={"a": b"2"})
             assert one.port != two.port
         """
     )
