@@ -54,6 +54,7 @@ import contextlib
 import email.utils
 import hashlib
 import os
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -76,28 +77,53 @@ _READ_SIZE = 256 * 1024
 _MAX_COUNTERS = 10_000
 
 
-@dataclass(frozen=True, slots=True)
 class ServedFile:
-    """A file the server can serve: its name, size and sha256."""
+    """A file the server can serve: its name, size, ETag and sha256.
 
-    name: str
-    size: int
-    sha256: str
-    etag: str
+    ``sha256`` is computed on first use (and kept): adding a generated GiB
+    costs nothing until a test asks for its digest.
+    """
+
+    __slots__ = ("_source", "etag", "name", "size")
+
+    def __init__(self, name: str, source: _Source) -> None:
+        self.name = name
+        self.size = source.size
+        self.etag = source.etag
+        self._source = source
+
+    @property
+    def sha256(self) -> str:
+        return self._source.digest()
+
+    def __repr__(self) -> str:
+        return f"ServedFile(name={self.name!r}, size={self.size}, etag={self.etag!r})"
 
 
 @dataclass(slots=True)
 class _Source:
     size: int
-    sha256: str
+    sha256: str | None  # None: not computed yet (see digest())
     etag: str
     mtime: float
     data: bytes | None = None
     seed: int | None = None
     path: Path | None = None
+    content_type: str = "application/octet-stream"
+    headers: Mapping[str, str] | None = None
 
     def info(self, name: str) -> ServedFile:
-        return ServedFile(name=name, size=self.size, sha256=self.sha256, etag=self.etag)
+        return ServedFile(name, self)
+
+    def digest(self) -> str:
+        if self.sha256 is None:
+            if self.data is not None:
+                self.sha256 = hashlib.sha256(self.data).hexdigest()
+            elif self.seed is not None:
+                self.sha256 = pattern_sha256(self.size, self.seed)
+            else:
+                self.sha256 = ""
+        return self.sha256
 
     async def chunks(self, start: int, end: int) -> AsyncGenerator[bytes, None]:
         """Pieces of bytes [start, end), produced lazily.
@@ -134,6 +160,10 @@ class FileServer:
     root: Path | None = None
     delay: float = 0.0
     history: int | None = DEFAULT_HISTORY
+    ssl_context: ssl.SSLContext | None = None
+    """For clients of a ``tls=True`` server: trusts its throwaway CA only."""
+    ca_pem: bytes | None = None
+    """The throwaway CA's certificate (PEM), for ``curl --cacert`` and the like."""
     _sources: dict[str, _Source] = field(default_factory=dict)
     _counts: OrderedDict[str, int] = field(default_factory=OrderedDict)
     _version: int = 0
@@ -189,7 +219,8 @@ class FileServer:
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://{host}:{self.port}"
 
     def url(self, name: str, *, query: object = None, **faults: object) -> str:
         """The URL of ``name``, with fault parameters (see the module doc).
@@ -212,20 +243,51 @@ class FileServer:
         encoded = urlencode({**extra, **params})
         return f"{self.base_url}/{quote(name.lstrip('/'))}" + (f"?{encoded}" if encoded else "")
 
-    def add_bytes(self, name: str, data: bytes) -> ServedFile:
-        """Serve ``data`` as ``name``; replacing a file changes its validators."""
-        digest = hashlib.sha256(data).hexdigest()
-        return self._add(name, _Source(len(data), digest, "", 0.0, data=data))
+    def add_bytes(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        headers: Mapping[str, str] | None = None,
+    ) -> ServedFile:
+        """Serve ``data`` as ``name``; replacing a file changes its validators.
 
-    def add_generated(self, name: str, size: int, seed: int | None = None) -> ServedFile:
-        """Serve a deterministic generated file of ``size`` bytes, built lazily."""
+        ``content_type`` and ``headers`` (extra response headers) are sent
+        with every answer that carries the file.
+        """
+        source = _Source(len(data), None, "", 0.0, data=data)
+        return self._add(name, source, content_type, headers)
+
+    def add_generated(
+        self,
+        name: str,
+        size: int,
+        seed: int | None = None,
+        *,
+        content_type: str = "application/octet-stream",
+        headers: Mapping[str, str] | None = None,
+    ) -> ServedFile:
+        """Serve a deterministic generated file of ``size`` bytes, built lazily.
+
+        Neither the bytes nor their sha256 are computed up front.
+        """
         if seed is None:
             seed = len(self._sources) + 1
-        return self._add(name, _Source(size, pattern_sha256(size, seed), "", 0.0, seed=seed))
+        return self._add(name, _Source(size, None, "", 0.0, seed=seed), content_type, headers)
 
-    def _add(self, name: str, source: _Source) -> ServedFile:
+    def _add(
+        self,
+        name: str,
+        source: _Source,
+        content_type: str,
+        headers: Mapping[str, str] | None,
+    ) -> ServedFile:
         self._version += 1
-        source.etag = f'"{source.sha256[:16]}-{self._version}"'
+        source.content_type = content_type
+        source.headers = dict(headers) if headers else None
+        # Unique per add: replacing a file changes its validators.
+        source.etag = f'"{id(self):x}-{self._version:x}-{source.size:x}"'
         source.mtime = 1_700_000_000.0 + self._version
         self._sources[name.lstrip("/")] = source
         return source.info(name)
@@ -326,6 +388,10 @@ class FileServer:
         range_header = request.headers.get("Range")
         if_range = request.headers.get("If-Range")
         last_modified = email.utils.formatdate(source.mtime, usegmt=True)
+        if not q.novalidator and _not_modified(request, source.etag, source.mtime):
+            return web.Response(
+                status=304, headers={"ETag": source.etag, "Last-Modified": last_modified}
+            )
         if range_header and not q.norange:
             fresh = if_range is None or if_range in (source.etag, last_modified)
             parsed = _parse_range(range_header, source.size)
@@ -341,7 +407,9 @@ class FileServer:
 
         response.set_status(status)
         headers = response.headers
-        headers["Content-Type"] = "application/octet-stream"
+        headers["Content-Type"] = source.content_type
+        if source.headers:
+            headers.update(source.headers)
         headers["Accept-Ranges"] = "none" if q.norange else "bytes"
         if not q.novalidator:
             headers["ETag"] = source.etag
@@ -386,6 +454,24 @@ class FileServer:
         return response
 
 
+def _not_modified(request: web.Request, etag: str, mtime: float) -> bool:
+    """RFC 9110 13.1.2-3: If-None-Match wins; If-Modified-Since otherwise."""
+    if request.method not in ("GET", "HEAD"):
+        return False
+    none_match = request.headers.get("If-None-Match")
+    if none_match is not None:
+        tags = {t.strip().removeprefix("W/") for t in none_match.split(",")}
+        return "*" in tags or etag in tags
+    since = request.headers.get("If-Modified-Since")
+    if since is None:
+        return False
+    try:
+        when = email.utils.parsedate_to_datetime(since).timestamp()
+    except (TypeError, ValueError):
+        return False  # an invalid date is ignored
+    return int(mtime) <= when
+
+
 def _error(status: int) -> web.Response:
     body = f"<html><body>error {status}</body></html>"
     return web.Response(status=status, text=body, content_type="text/html")
@@ -426,6 +512,25 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     return a, min(b, size)
 
 
+def _tls_contexts(server: FileServer, host: str) -> ssl.SSLContext:
+    """A throwaway CA and certificate; the client side goes on ``server``."""
+    try:
+        import trustme
+    except ImportError:
+        raise RuntimeError(
+            "serve_files(tls=True) needs trustme: pip install trustme (or 'asyncconc[test]')"
+        ) from None
+    ca = trustme.CA()
+    certificate = ca.issue_cert(host, "localhost")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate.configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    server.ssl_context = client_context
+    server.ca_pem = ca.cert_pem.bytes()
+    return server_context
+
+
 @contextlib.asynccontextmanager
 async def serve_files(
     root: str | os.PathLike[str] | None = None,
@@ -435,17 +540,21 @@ async def serve_files(
     port: int = 0,
     delay: float = 0.0,
     history: int | None = DEFAULT_HISTORY,
+    tls: bool = False,
 ) -> AsyncIterator[FileServer]:
     """Serve ``root`` (a folder) and ``files`` (name -> bytes) on ``host:port``.
 
     The server listens before this yields and is closed (connections
     dropped) when the block exits, also on cancellation. ``history`` is how
     many requests :attr:`FileServer.requests` keeps (``0``: none; ``None``:
-    all, for short tests only).
+    all, for short tests only). ``tls=True`` serves HTTPS with a
+    certificate for ``host`` (and ``localhost``) from a throwaway CA made
+    with ``trustme``; :attr:`FileServer.ssl_context` trusts that CA only.
     """
     server = FileServer(
         host=host, root=Path(root) if root is not None else None, delay=delay, history=history
     )
+    server_context = _tls_contexts(server, host) if tls else None
     for name, data in (files or {}).items():
         server.add_bytes(name, data)
     app = web.Application()
@@ -456,7 +565,7 @@ async def serve_files(
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=server_context)
         await site.start()
         assert site._server is not None
         sockets = getattr(site._server, "sockets", None) or []

@@ -28,6 +28,7 @@ def serve_files_in_thread(
     port: int = 0,
     delay: float = 0.0,
     history: int | None = DEFAULT_HISTORY,
+    tls: bool = False,
     stop_timeout: float = 10.0,
 ) -> Iterator[FileServer]:
     """:func:`serve_files` in a daemon thread; a plain (sync) context manager.
@@ -48,7 +49,7 @@ def serve_files_in_thread(
         stop = asyncio.Event()
         control.append((asyncio.get_running_loop(), stop))
         async with serve_files(
-            root, files=files, host=host, port=port, delay=delay, history=history
+            root, files=files, host=host, port=port, delay=delay, history=history, tls=tls
         ) as server:
             started.append(server)
             ready.set()
