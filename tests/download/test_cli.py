@@ -336,7 +336,9 @@ def test_jobs_and_per_host_are_accepted(
     threaded_server: FileServer, tmp_path: Path, run_cli: RunCli
 ) -> None:
     threaded_server.add_bytes("a", b"a")
-    urls = write_list(tmp_path / "urls.txt", *[threaded_server.url("a", n=i) for i in range(5)])
+    urls = write_list(
+        tmp_path / "urls.txt", *[threaded_server.url("a", query={"n": i}) for i in range(5)]
+    )
     report = tmp_path / "r.json"
     run = run_cli(
         "download", urls, "-o", tmp_path / "out", "-j", "2", "--per-host", "1", "--report", report
