@@ -20,7 +20,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="serve a folder over HTTP on loopback (Range support, optional delay)",
-        description="Serve DIR over HTTP with Range support until Ctrl-C.",
+        description="Serve DIR over HTTP until Ctrl-C: Range, If-Range and conditional "
+        "requests (304), sendfile; GET and HEAD only; symlinks are not followed and nothing "
+        "outside DIR is ever served.",
     )
     parser.add_argument("dir", metavar="DIR", help="folder to serve")
     parser.add_argument(
@@ -36,6 +38,27 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="wait this long before answering each request (default: 0)",
     )
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="turn on the fault routes of the test kit (?fail=, ?delay=, ?location=, ...); "
+        "off by default: the query string is ignored, as by any static server",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=seconds(allow_zero=False),
+        default=15.0,
+        metavar="SECONDS",
+        help="close a connection that has sent no complete request for this long: idle "
+        "keep-alive connections, silent sockets, clients dribbling headers (default: 15)",
+    )
+    parser.add_argument(
+        "--max-header-size",
+        type=int_at_least(256, 1 << 20),
+        default=8190,
+        metavar="BYTES",
+        help="longest request line or header line; at most 100 headers (default: 8190)",
+    )
     add_loop_option(parser)
     parser.set_defaults(handler=_handle)
 
@@ -50,7 +73,14 @@ def _handle(args: argparse.Namespace) -> int:
     async def main() -> None:
         try:
             async with serve_files(
-                root, host=args.host, port=args.port, delay=args.delay
+                root,
+                host=args.host,
+                port=args.port,
+                delay=args.delay,
+                history=0,  # a server left running keeps no per-request memory
+                faults=args.faults,
+                idle_timeout=args.idle_timeout,
+                max_field_size=args.max_header_size,
             ) as server:
                 print(f"serving {root} at {server.base_url}/ (Ctrl-C to stop)", flush=True)
                 await asyncio.Event().wait()

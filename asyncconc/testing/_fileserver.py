@@ -53,22 +53,26 @@ import asyncio
 import contextlib
 import email.utils
 import hashlib
+import mimetypes
 import os
 import ssl
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
-import aiofiles
 from aiohttp import web
+from multidict import CIMultiDict
 
 from asyncconc.testing import _faults
 from asyncconc.testing._content import pattern_chunks, pattern_sha256
 from asyncconc.testing._faults import MAX_DELAY, Faults, check_names, parse_faults, query_value
 from asyncconc.testing._recording import DEFAULT_HISTORY, RecordedRequest, Recorder
+from asyncconc.testing._static import BadPathError, Folder, Opened
 
 __all__ = ["FileServer", "RecordedRequest", "ServedFile", "serve_files"]
 
@@ -108,7 +112,7 @@ class _Source:
     mtime: float
     data: bytes | None = None
     seed: int | None = None
-    path: Path | None = None
+    fd: int | None = None  # a file under the served folder, opened by Folder
     content_type: str = "application/octet-stream"
     headers: Mapping[str, str] | None = None
 
@@ -128,9 +132,10 @@ class _Source:
     async def chunks(self, start: int, end: int) -> AsyncGenerator[bytes, None]:
         """Pieces of bytes [start, end), produced lazily.
 
-        Files on disk are read with aiofiles: a served folder may sit on a
-        slow disk, and the server's loop must keep answering meanwhile (one
-        thread hop per 256 KiB piece is cheap next to the read itself).
+        Files on disk are read in a thread, through the descriptor that was
+        opened and checked (never by path): a served folder may sit on a slow
+        disk, and the loop must keep answering meanwhile (one thread hop per
+        256 KiB piece is cheap next to the read itself).
         """
         if self.data is not None:
             for pos in range(start, end, _READ_SIZE):
@@ -139,16 +144,14 @@ class _Source:
             for piece in pattern_chunks(self.size, self.seed, start, end):
                 yield piece
         else:
-            assert self.path is not None
-            async with aiofiles.open(self.path, "rb") as fh:
-                await fh.seek(start)
-                left = end - start
-                while left > 0:
-                    piece = await fh.read(min(_READ_SIZE, left))
-                    if not piece:
-                        return
-                    left -= len(piece)
-                    yield piece
+            assert self.fd is not None
+            pos = start
+            while pos < end:
+                piece = await asyncio.to_thread(os.pread, self.fd, min(_READ_SIZE, end - pos), pos)
+                if not piece:
+                    return  # the file shrank: the caller closes the connection
+                pos += len(piece)
+                yield piece
 
 
 @dataclass(slots=True)
@@ -158,6 +161,8 @@ class FileServer:
     host: str
     port: int = 0
     root: Path | None = None
+    faults: bool = True
+    """False: the query string is ignored, as a static server does (``serve``)."""
     delay: float = 0.0
     history: int | None = DEFAULT_HISTORY
     ssl_context: ssl.SSLContext | None = None
@@ -168,6 +173,7 @@ class FileServer:
     _counts: OrderedDict[str, int] = field(default_factory=OrderedDict)
     _version: int = 0
     _recorder: Recorder = field(init=False)
+    _folder: Folder | None = None
 
     def __post_init__(self) -> None:
         if self.history is not None and self.history < 0:
@@ -303,17 +309,9 @@ class FileServer:
     def requests_for(self, name: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path == "/" + name.lstrip("/")]
 
-    def _lookup(self, name: str) -> _Source | None:
-        source = self._sources.get(name)
-        if source is not None or self.root is None:
-            return source
-        root = self.root.resolve()
-        path = (root / name).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
-            return None
-        stat = path.stat()
-        tag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
-        return _Source(stat.st_size, "", tag, stat.st_mtime, path=path)
+    def _open(self, name: str) -> Opened | None:
+        """A file under the served folder, opened safely (see ``_static``)."""
+        return None if self._folder is None else self._folder.open(name)
 
     def _count(self, key: str) -> int:
         """This request's number among those for ``key`` (bounded memory)."""
@@ -343,8 +341,10 @@ class FileServer:
             recorder.ended()
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            return web.Response(status=405, headers={"Allow": "GET, HEAD"}, text="GET or HEAD\n")
         try:
-            q = parse_faults(request.query)
+            q = parse_faults(request.query) if self.faults else _NO_FAULTS
         except ValueError as exc:
             return web.Response(status=400, text=f"bad fault parameter: {exc}\n")
         nth = self._count(request.path_qs) if q.counted else 1
@@ -365,9 +365,22 @@ class FileServer:
         if redirect := _redirect_target(request, q):
             return web.Response(status=q.redirect_status, headers={"Location": redirect})
 
-        source = self._lookup(request.match_info["name"])
+        name = request.match_info["name"]
+        source = self._sources.get(name)
+        opened: Opened | None = None
         if source is None:
-            return _error(404)
+            try:
+                opened = self._open(name)
+            except BadPathError as exc:
+                return web.Response(status=400, text=f"bad path: {exc}\n")
+            if opened is None:
+                return _error(404)
+            if q == _NO_FAULTS:
+                # By the book, with sendfile: aiohttp's FileResponse, with the
+                # Range and If-Range rules it lacks applied in front.
+                return await _file_response(request, name, opened)
+            info = opened.stat
+            source = _Source(info.st_size, "", _file_etag(info), info.st_mtime, fd=opened.fd)
         stream = web.StreamResponse()
         try:
             # ``times`` counts the requests that get the file, after the ``fail``s.
@@ -375,6 +388,9 @@ class FileServer:
         except ConnectionResetError:
             # The client hung up (it skipped the file, or gave up): normal.
             return stream
+        finally:
+            if opened is not None:
+                os.close(opened.fd)
 
     async def _send(
         self,
@@ -454,6 +470,69 @@ class FileServer:
         return response
 
 
+_NO_FAULTS = Faults()
+
+
+def _file_etag(info: os.stat_result) -> str:
+    # The form aiohttp's FileResponse uses, so both paths agree.
+    return f'"{info.st_mtime_ns:x}-{info.st_size:x}"'
+
+
+class _OpenedFileResponse(web.FileResponse):
+    """A FileResponse over a descriptor already opened and checked.
+
+    FileResponse opens by path; ``/proc/self/fd/N`` names the very file the
+    descriptor holds (not whatever a path resolves to now), so no rename in
+    the served folder can change what is sent.
+    """
+
+    def __init__(self, opened: Opened, content_type: str) -> None:
+        super().__init__(f"/proc/self/fd/{opened.fd}", headers={"Content-Type": content_type})
+        # Closed after prepare(), or when the response is dropped unsent.
+        self._release = weakref.finalize(self, os.close, opened.fd)
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        try:
+            return await super().prepare(request)
+        finally:
+            self._release()
+
+
+async def _file_response(request: web.Request, name: str, opened: Opened) -> web.StreamResponse:
+    """Range and If-Range decided here, strictly; the rest by FileResponse.
+
+    FileResponse compares If-Range as a date only (a stale ETag still got
+    206), answers ``bytes=-5`` on an empty file with ``206 bytes 0--1/0``,
+    and takes ``bytes=1_0-2_0`` (Python's ``int``); so the request it sees
+    carries either no Range or one plain ``bytes=A-B`` it cannot misread.
+    """
+    info = opened.stat
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    range_header = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if range_header is None and if_range is None:
+        return _OpenedFileResponse(opened, content_type)
+    headers = CIMultiDict(request.headers)
+    headers.popall("If-Range", None)
+    headers.popall("Range", None)
+    if range_header is not None:
+        last_modified = email.utils.formatdate(info.st_mtime, usegmt=True)
+        fresh = if_range is None or if_range in (_file_etag(info), last_modified)
+        parsed = _parse_range(range_header, info.st_size)
+        if fresh and parsed == "unsatisfiable":
+            os.close(opened.fd)
+            refused = _error(416)
+            refused.headers["Content-Range"] = f"bytes */{info.st_size}"
+            return refused
+        if fresh and isinstance(parsed, tuple):
+            headers["Range"] = f"bytes={parsed[0]}-{parsed[1] - 1}"
+    response = _OpenedFileResponse(opened, content_type)
+    request_seen = request.clone(headers=headers)
+    with contextlib.suppress(ConnectionResetError):  # the client hung up: normal
+        await response.prepare(request_seen)
+    return response
+
+
 def _not_modified(request: web.Request, etag: str, mtime: float) -> bool:
     """RFC 9110 13.1.2-3: If-None-Match wins; If-Modified-Since otherwise."""
     if request.method not in ("GET", "HEAD"):
@@ -492,20 +571,27 @@ def _redirect_target(request: web.Request, q: Faults) -> str | None:
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
-    """One ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` range, end exclusive."""
+    """One ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` range, end exclusive.
+
+    ``None``: not a single valid byte range, so it is ignored (RFC 9110
+    14.2: a 200 with the whole file). The unit is case-insensitive; the
+    numbers are plain digits (``int()`` would take ``1_0`` and ``+5``).
+    """
     unit, _, spec = header.partition("=")
-    if unit.strip() != "bytes" or "," in spec:
+    if unit.strip().lower() != "bytes" or "," in spec:
         return None
-    first, _, last = spec.strip().partition("-")
-    try:
-        if first == "":
-            n = int(last)
-            return (max(size - n, 0), size) if n > 0 else "unsatisfiable"
-        a = int(first)
-        b = int(last) + 1 if last else size
-    except ValueError:
+    first, dash, last = spec.strip().partition("-")
+    if not dash or not all(x == "" or (x.isascii() and x.isdigit()) for x in (first, last)):
         return None
-    if a < 0 or (last and b <= a):
+    if first == "":
+        if last == "":
+            return None
+        n = int(last)
+        # A suffix of an empty file, or of zero bytes, selects nothing.
+        return (max(size - n, 0), size) if n > 0 and size > 0 else "unsatisfiable"
+    a = int(first)
+    b = int(last) + 1 if last else size
+    if last and b <= a:
         return None  # a syntactically invalid range is ignored (RFC 9110 14.2)
     if a >= size:
         return "unsatisfiable"
@@ -541,6 +627,10 @@ async def serve_files(
     delay: float = 0.0,
     history: int | None = DEFAULT_HISTORY,
     tls: bool = False,
+    faults: bool = True,
+    idle_timeout: float = 75.0,
+    max_field_size: int = 8190,
+    max_headers: int = 100,
 ) -> AsyncIterator[FileServer]:
     """Serve ``root`` (a folder) and ``files`` (name -> bytes) on ``host:port``.
 
@@ -550,26 +640,62 @@ async def serve_files(
     all, for short tests only). ``tls=True`` serves HTTPS with a
     certificate for ``host`` (and ``localhost``) from a throwaway CA made
     with ``trustme``; :attr:`FileServer.ssl_context` trusts that CA only.
+    ``faults=False`` ignores the query string (no fault routes): what
+    ``python -m asyncconc serve`` does unless ``--faults`` is given.
+
+    Limits: a connection with no complete request for ``idle_timeout``
+    seconds is closed (silent sockets, slowloris clients dribbling headers,
+    idle keep-alive connections; a response being sent is never cut); a
+    request line or header line longer than ``max_field_size`` bytes, or
+    more than ``max_headers`` headers, is refused with 400/431 before any
+    handler runs, so no request can hold more than about
+    ``max_field_size * max_headers`` bytes of headers.
+
+    ``root`` is opened once, here (a relative path means the current folder
+    now); files under it are opened without following symlinks, so nothing
+    outside it is ever served (see :mod:`asyncconc.testing._static`).
     """
+    folder = Folder(root) if root is not None else None
     server = FileServer(
-        host=host, root=Path(root) if root is not None else None, delay=delay, history=history
+        host=host,
+        root=folder.path if folder is not None else None,
+        delay=delay,
+        history=history,
+        faults=faults,
     )
-    server_context = _tls_contexts(server, host) if tls else None
-    for name, data in (files or {}).items():
-        server.add_bytes(name, data)
-    app = web.Application()
-    app.router.add_route("*", "/{name:.*}", server._handle)
-    # handler_cancellation: a handler whose client hung up is cancelled, so a
-    # ``stall``/``delay`` response ends "when the client gives up" instead of
-    # lingering until shutdown (a long-lived server would pile them up).
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
-    await runner.setup()
+    server._folder = folder
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=server_context)
-        await site.start()
-        assert site._server is not None
-        sockets = getattr(site._server, "sockets", None) or []
-        server.port = sockets[0].getsockname()[1]
-        yield server
+        server_context = _tls_contexts(server, host) if tls else None
+        for name, data in (files or {}).items():
+            server.add_bytes(name, data)
+        app = web.Application()
+        app.router.add_route("*", "/{name:.*}", server._handle)
+        # handler_cancellation: a handler whose client hung up is cancelled, so
+        # a ``stall``/``delay`` response ends "when the client gives up" instead
+        # of lingering until shutdown (a long-lived server would pile them up).
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=0.5,
+            handler_cancellation=True,
+            # aiohttp arms this timer when a connection is made and again after
+            # each response; it closes a connection still waiting for a whole
+            # request when it fires (its default is 3,630 s).
+            keepalive_timeout=idle_timeout,
+            max_line_size=max_field_size,
+            max_field_size=max_field_size,
+            max_headers=max_headers,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port, ssl_context=server_context)
+            await site.start()
+            assert site._server is not None
+            sockets = getattr(site._server, "sockets", None) or []
+            server.port = sockets[0].getsockname()[1]
+            yield server
+        finally:
+            await runner.cleanup()
     finally:
-        await runner.cleanup()
+        if folder is not None:
+            folder.close()

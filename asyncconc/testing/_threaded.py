@@ -12,6 +12,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from asyncconc.testing._fileserver import FileServer, serve_files
 from asyncconc.testing._recording import DEFAULT_HISTORY
@@ -30,8 +31,12 @@ def serve_files_in_thread(
     history: int | None = DEFAULT_HISTORY,
     tls: bool = False,
     stop_timeout: float = 10.0,
+    **options: Any,
 ) -> Iterator[FileServer]:
     """:func:`serve_files` in a daemon thread; a plain (sync) context manager.
+
+    ``options`` are passed to :func:`serve_files` (``faults``,
+    ``idle_timeout``, ...).
 
     The server is listening when this yields and is stopped (its thread
     joined, up to ``stop_timeout`` seconds) on exit. Adding files from the
@@ -49,7 +54,14 @@ def serve_files_in_thread(
         stop = asyncio.Event()
         control.append((asyncio.get_running_loop(), stop))
         async with serve_files(
-            root, files=files, host=host, port=port, delay=delay, history=history, tls=tls
+            root,
+            files=files,
+            host=host,
+            port=port,
+            delay=delay,
+            history=history,
+            tls=tls,
+            **options,
         ) as server:
             started.append(server)
             ready.set()

@@ -35,6 +35,9 @@ async def test_serve_a_folder_with_range(tmp_path: Path) -> None:
                 assert await r.read() == (bytes(range(256)) * 4)[1000:]
             async with session.get(f"{base}/../etc/passwd") as r:
                 assert r.status == 404
+            # Fault routes are off without --faults: the query string is ignored.
+            async with session.get(f"{base}/sub/data.bin?status=503&location=http://e.x/") as r:
+                assert r.status == 200
     finally:
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 10) == 130
@@ -46,3 +49,23 @@ def test_serve_missing_folder_is_a_usage_error(tmp_path: Path, capsys: object) -
 
 def test_serve_bad_port_is_a_usage_error() -> None:
     assert main(["serve", ".", "--port", "70000"]) == 2
+
+
+async def test_serve_with_faults_turns_the_fault_routes_on(tmp_path: Path) -> None:
+    (tmp_path / "a.bin").write_bytes(b"abc")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "asyncconc", "serve", str(tmp_path), "--port", "0", "--faults",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        base = line.split(" at ")[1].split()[0].rstrip("/")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/a.bin?status=503") as r:
+                assert r.status == 503
+            async with session.get(f"{base}/a.bin?status=101") as r:
+                assert r.status == 400
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 10) == 130
