@@ -45,6 +45,11 @@ def register(subparsers: Any) -> None:
         "off by default: the query string is ignored, as by any static server",
     )
     parser.add_argument(
+        "--list",
+        action="store_true",
+        help="answer a folder's URL (ending in /) with an HTML index of it (default: off)",
+    )
+    parser.add_argument(
         "--idle-timeout",
         type=seconds(allow_zero=False),
         default=15.0,
@@ -79,6 +84,7 @@ def _handle(args: argparse.Namespace) -> int:
                 delay=args.delay,
                 history=0,  # a server left running keeps no per-request memory
                 faults=args.faults,
+                listing=args.list,
                 idle_timeout=args.idle_timeout,
                 max_field_size=args.max_header_size,
             ) as server:

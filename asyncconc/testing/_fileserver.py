@@ -53,6 +53,7 @@ import asyncio
 import contextlib
 import email.utils
 import hashlib
+import html
 import mimetypes
 import os
 import ssl
@@ -163,6 +164,8 @@ class FileServer:
     root: Path | None = None
     faults: bool = True
     """False: the query string is ignored, as a static server does (``serve``)."""
+    listing: bool = False
+    """True: a folder's URL (ending in ``/``) answers an HTML index of it."""
     delay: float = 0.0
     history: int | None = DEFAULT_HISTORY
     ssl_context: ssl.SSLContext | None = None
@@ -313,6 +316,25 @@ class FileServer:
         """A file under the served folder, opened safely (see ``_static``)."""
         return None if self._folder is None else self._folder.open(name)
 
+    def _index(self, path: str, name: str) -> web.StreamResponse:
+        assert self._folder is not None
+        try:
+            entries = self._folder.listing(name)
+        except BadPathError as exc:
+            return web.Response(status=400, text=f"bad path: {exc}\n")
+        if entries is None:
+            return _error(404)
+        title = html.escape(path)
+        rows = [
+            f'<li><a href="{quote(n)}{"/" if d else ""}">{html.escape(n)}{"/" if d else ""}</a>'
+            for n, d in entries
+        ]
+        body = (
+            f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>'
+            f"<body><h1>{title}</h1><ul>{''.join(rows)}</ul></body></html>\n"
+        )
+        return web.Response(text=body, content_type="text/html")
+
     def _count(self, key: str) -> int:
         """This request's number among those for ``key`` (bounded memory)."""
         nth = self._counts.pop(key, 0) + 1
@@ -366,6 +388,8 @@ class FileServer:
             return web.Response(status=q.redirect_status, headers={"Location": redirect})
 
         name = request.match_info["name"]
+        if self.listing and self._folder is not None and (name == "" or name.endswith("/")):
+            return self._index(request.path, name)
         source = self._sources.get(name)
         opened: Opened | None = None
         if source is None:
@@ -628,6 +652,7 @@ async def serve_files(
     history: int | None = DEFAULT_HISTORY,
     tls: bool = False,
     faults: bool = True,
+    listing: bool = False,
     idle_timeout: float = 75.0,
     max_field_size: int = 8190,
     max_headers: int = 100,
@@ -640,8 +665,10 @@ async def serve_files(
     all, for short tests only). ``tls=True`` serves HTTPS with a
     certificate for ``host`` (and ``localhost``) from a throwaway CA made
     with ``trustme``; :attr:`FileServer.ssl_context` trusts that CA only.
-    ``faults=False`` ignores the query string (no fault routes): what
-    ``python -m asyncconc serve`` does unless ``--faults`` is given.
+    ``listing=True`` answers a folder's URL (``/``, ``/sub/``) with an HTML
+    index (names escaped; symlinks left out). ``faults=False`` ignores the
+    query string (no fault routes): what ``python -m asyncconc serve`` does
+    unless ``--faults`` is given.
 
     Limits: a connection with no complete request for ``idle_timeout``
     seconds is closed (silent sockets, slowloris clients dribbling headers,
@@ -662,6 +689,7 @@ async def serve_files(
         delay=delay,
         history=history,
         faults=faults,
+        listing=listing,
     )
     server._folder = folder
     try:

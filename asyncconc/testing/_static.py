@@ -60,6 +60,43 @@ class Folder:
             os.close(self.fd)
             self.fd = -1
 
+    def listing(self, name: str) -> list[tuple[str, bool]] | None:
+        """Names in the folder ``name`` (``""``: DIR itself), folders flagged.
+
+        The same walk as :meth:`open`: no symlink is followed on the way, and
+        symlinks in the folder are left out of the list (they would not be
+        served). ``None``: no such folder.
+        """
+        if "\x00" in name:
+            raise BadPathError("the path contains a NUL byte")
+        parts = [part for part in name.split("/") if part]
+        if any(part in (".", "..") for part in parts):
+            raise BadPathError("the path has a '.' or '..' component")
+        opened: list[int] = []
+        try:
+            where = self.fd
+            for part in parts:
+                where = os.open(part, _DIR_FLAGS, dir_fd=where)
+                opened.append(where)
+            # scandir on a descriptor consumes it: give it a copy.
+            with os.scandir(os.dup(where)) as entries:
+                found = [
+                    (entry.name, entry.is_dir(follow_symlinks=False))
+                    for entry in entries
+                    if not entry.is_symlink()
+                    and (
+                        entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False)
+                    )
+                ]
+        except OSError as exc:
+            if exc.errno in _NOT_FOUND:
+                return None
+            raise
+        finally:
+            for each in opened:
+                os.close(each)
+        return sorted(found, key=lambda item: (not item[1], item[0]))
+
     def open(self, name: str) -> Opened | None:
         """Open ``name`` (``a/b.txt``) under the folder; ``None``: no such file.
 
@@ -67,6 +104,8 @@ class Folder:
         """
         if "\x00" in name:
             raise BadPathError("the path contains a NUL byte")
+        if name == "" or name.endswith("/"):
+            return None  # a folder's URL names no file
         parts = name.split("/")
         if any(part in ("", ".", "..") for part in parts):
             raise BadPathError("the path has an empty, '.' or '..' component")

@@ -268,3 +268,17 @@ def test_huge_headers_are_refused(server: FileServer) -> None:
     assert status_of(response) in (400, 431)
     many = [f"X-{i}: v" for i in range(200)]
     assert status_of(get(server, "/k.bin", *many)) in (400, 431)
+
+
+def test_listing_is_off_by_default_and_escapes_names(tree: Path, server: FileServer) -> None:
+    (tree / "<script>x.txt").write_bytes(b"x")
+    assert status_of(get(server, "/")) == 404
+    with serve_files_in_thread(tree, faults=False, listing=True) as listed:
+        page = body_of(get(listed, "/"))
+        sub = body_of(get(listed, "/sub/"))
+        assert status_of(get(listed, "/link/")) == 404  # a symlinked folder is not walked
+    assert b"<script>" not in page
+    assert b"&lt;script&gt;x.txt" in page
+    assert b'href="sub/"' in page
+    assert b"link" not in page  # symlinks are left out
+    assert b'href="f.txt"' in sub
