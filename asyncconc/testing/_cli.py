@@ -64,6 +64,15 @@ def register(subparsers: Any) -> None:
         metavar="BYTES",
         help="longest request line or header line; at most 100 headers (default: 8190)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int_at_least(1, 256),
+        default=1,
+        metavar="N",
+        help="N server processes, each with its own event loop, sharing the port "
+        "(SO_REUSEPORT); a worker that dies is replaced (default: 1)",
+    )
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     add_loop_option(parser)
     parser.set_defaults(handler=_handle)
 
@@ -73,6 +82,8 @@ def _handle(args: argparse.Namespace) -> int:
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "no such folder"
         raise UsageError(f"DIR {args.dir!r}: {what}")
+    if args.workers > 1:
+        return _supervise(args, root)
     from asyncconc.testing._fileserver import serve_files
 
     async def main() -> None:
@@ -87,6 +98,7 @@ def _handle(args: argparse.Namespace) -> int:
                 listing=args.list,
                 idle_timeout=args.idle_timeout,
                 max_field_size=args.max_header_size,
+                reuse_port=args.reuse_port,
             ) as server:
                 print(f"serving {root} at {server.base_url}/ (Ctrl-C to stop)", flush=True)
                 await asyncio.Event().wait()
@@ -94,6 +106,29 @@ def _handle(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
 
     run(main(), loop=args.loop)
+    return 0  # not reached: only Ctrl-C/SIGTERM end the server
+
+
+def _supervise(args: argparse.Namespace, root: Path) -> int:
+    from asyncconc.testing._supervisor import reserve_port, supervise
+
+    holder = reserve_port(args.host, args.port)
+    try:
+        port = holder.getsockname()[1]
+        argv = [
+            "serve", str(root.resolve()), "--host", args.host, "--port", str(port),
+            "--reuse-port", "--delay", str(args.delay), "--idle-timeout", str(args.idle_timeout),
+            "--max-header-size", str(args.max_header_size), "--loop", args.loop,
+        ]  # fmt: skip
+        argv += ["--faults"] * args.faults + ["--list"] * args.list
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        announce = (
+            f"serving {root} at http://{host}:{port}/ with {args.workers} worker processes "
+            "(Ctrl-C to stop)"
+        )
+        run(supervise(argv, args.workers, announce), loop=args.loop)
+    finally:
+        holder.close()
     return 0  # not reached: only Ctrl-C/SIGTERM end the server
 
 

@@ -656,6 +656,7 @@ async def serve_files(
     idle_timeout: float = 75.0,
     max_field_size: int = 8190,
     max_headers: int = 100,
+    reuse_port: bool = False,
 ) -> AsyncIterator[FileServer]:
     """Serve ``root`` (a folder) and ``files`` (name -> bytes) on ``host:port``.
 
@@ -677,6 +678,8 @@ async def serve_files(
     more than ``max_headers`` headers, is refused with 400/431 before any
     handler runs, so no request can hold more than about
     ``max_field_size * max_headers`` bytes of headers.
+
+    ``reuse_port=True`` binds with ``SO_REUSEPORT`` (``serve --workers``).
 
     ``root`` is opened once, here (a relative path means the current folder
     now); files under it are opened without following symlinks, so nothing
@@ -716,7 +719,9 @@ async def serve_files(
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port, ssl_context=server_context)
+            site = web.TCPSite(
+                runner, host, port, ssl_context=server_context, reuse_port=reuse_port or None
+            )
             await site.start()
             assert site._server is not None
             sockets = getattr(site._server, "sockets", None) or []
