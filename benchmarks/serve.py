@@ -144,8 +144,17 @@ def servers(root: Path, work: Path, workers: int) -> dict[str, tuple[list[str], 
     if workers > 1:
         port = free_port()
         found[f"asyncconc --workers {workers}"] = (
-            [python, "-m", "asyncconc", "serve", str(root), "--port", str(port), "--workers"]
-            + [str(workers)],
+            [
+                python,
+                "-m",
+                "asyncconc",
+                "serve",
+                str(root),
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
             port,
         )
     return found

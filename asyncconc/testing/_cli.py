@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,26 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=_handle)
 
 
+class _OneLine(logging.Filter):
+    """A refused request is one log line, not a traceback (``serve`` only).
+
+    aiohttp logs a request it cannot parse (huge headers, garbage) with the
+    parser's traceback; a server left running on a network gets those all
+    day, so the command shows what was refused and why, in one line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {record.exc_info[1]}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def _handle(args: argparse.Namespace) -> int:
+    # This process is the command's own: configuring a library logger is fine here.
+    logging.getLogger("aiohttp.server").addFilter(_OneLine())
     root = Path(args.dir)
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "no such folder"

@@ -510,14 +510,19 @@ class _OpenedFileResponse(web.FileResponse):
     the served folder can change what is sent.
     """
 
-    def __init__(self, opened: Opened, content_type: str) -> None:
+    def __init__(
+        self, opened: Opened, content_type: str, seen: web.BaseRequest | None = None
+    ) -> None:
         super().__init__(f"/proc/self/fd/{opened.fd}", headers={"Content-Type": content_type})
         # Closed after prepare(), or when the response is dropped unsent.
         self._release = weakref.finalize(self, os.close, opened.fd)
+        self._seen = seen  # the request as FileResponse should see it (Range fixed)
 
     async def prepare(self, request: web.BaseRequest) -> Any:
+        if self.prepared:  # aiohttp calls prepare() again on a handler's response
+            return await web.StreamResponse.prepare(self, request)
         try:
-            return await super().prepare(request)
+            return await super().prepare(self._seen or request)
         finally:
             self._release()
 
@@ -550,11 +555,7 @@ async def _file_response(request: web.Request, name: str, opened: Opened) -> web
             return refused
         if fresh and isinstance(parsed, tuple):
             headers["Range"] = f"bytes={parsed[0]}-{parsed[1] - 1}"
-    response = _OpenedFileResponse(opened, content_type)
-    request_seen = request.clone(headers=headers)
-    with contextlib.suppress(ConnectionResetError):  # the client hung up: normal
-        await response.prepare(request_seen)
-    return response
+    return _OpenedFileResponse(opened, content_type, request.clone(headers=headers))
 
 
 def _not_modified(request: web.Request, etag: str, mtime: float) -> bool:

@@ -69,3 +69,27 @@ async def test_serve_with_faults_turns_the_fault_routes_on(tmp_path: Path) -> No
     finally:
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 10) == 130
+
+
+async def test_a_refused_request_is_one_log_line(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "asyncconc", "serve", str(tmp_path), "--port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        port = int(line.split(" at ")[1].split(":")[2].split("/")[0])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+        await writer.drain()
+        assert b" 400 " in (await asyncio.wait_for(reader.read(), 30)).split(b"\r\n")[0]
+        writer.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 10) == 130
+    assert proc.stderr is not None
+    logged = (await proc.stderr.read()).decode().splitlines()
+    refused = [text for text in logged if "Error handling request" in text]
+    assert len(refused) == 1
+    assert "Traceback" not in "\n".join(logged)

@@ -49,6 +49,17 @@ def body_of(response: bytes) -> bytes:
     return response.partition(b"\r\n\r\n")[2]
 
 
+@pytest.fixture(autouse=True)
+def no_tracebacks_in_the_log(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Bad requests are answered, never an "Unhandled exception" in the log."""
+    yield
+    records = caplog.get_records("setup") + caplog.get_records("call")
+    # aiohttp logs a refused request (huge headers) as "Error handling request";
+    # what must never appear is an exception escaping a handler.
+    errors = [r.getMessage() for r in records if "Unhandled exception" in r.getMessage()]
+    assert errors == []
+
+
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     outside = tmp_path / "outside"
