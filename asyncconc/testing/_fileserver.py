@@ -527,11 +527,11 @@ class _OpenedFileResponse(web.FileResponse):
             return await web.StreamResponse.prepare(self, request)
         try:
             writer = await super().prepare(self._seen or request)
-            if self.status in (200, 206) and os.fstat(self._fd).st_size < self._end():
-                # The file shrank while it was sent: fewer bytes went out than
-                # announced, so this connection carries no further response.
-                if request.transport is not None:
-                    request.transport.close()
+            shrank = self.status in (200, 206) and os.fstat(self._fd).st_size < self._end()
+            if shrank and request.transport is not None:
+                # Fewer bytes went out than announced: this connection carries
+                # no further response.
+                request.transport.close()
             return writer
         finally:
             self._release()
