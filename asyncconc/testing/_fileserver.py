@@ -486,9 +486,12 @@ class FileServer:
         if stall is not None:
             # Until the client gives up (handler_cancellation), or MAX_DELAY.
             await asyncio.sleep(MAX_DELAY)
-        if cut is not None or stall is not None:
+        if cut is not None or stall is not None or sent < limit:
+            # Body ends early (asked for, or the file shrank while it was sent):
+            # the connection must not carry another response after fewer bytes
+            # than announced, or the client reads that response as body.
             assert request.transport is not None
-            request.transport.close()  # body ends early
+            request.transport.close()
             return response
         await response.write_eof()
         return response
@@ -516,15 +519,29 @@ class _OpenedFileResponse(web.FileResponse):
         super().__init__(f"/proc/self/fd/{opened.fd}", headers={"Content-Type": content_type})
         # Closed after prepare(), or when the response is dropped unsent.
         self._release = weakref.finalize(self, os.close, opened.fd)
+        self._fd = opened.fd
         self._seen = seen  # the request as FileResponse should see it (Range fixed)
 
     async def prepare(self, request: web.BaseRequest) -> Any:
         if self.prepared:  # aiohttp calls prepare() again on a handler's response
             return await web.StreamResponse.prepare(self, request)
         try:
-            return await super().prepare(self._seen or request)
+            writer = await super().prepare(self._seen or request)
+            shrank = self.status in (200, 206) and os.fstat(self._fd).st_size < self._end()
+            if shrank and request.transport is not None:
+                # Fewer bytes went out than announced: this connection carries
+                # no further response.
+                request.transport.close()
+            return writer
         finally:
             self._release()
+
+    def _end(self) -> int:
+        """Where the body sent should have ended in the file."""
+        content_range = self.headers.get("Content-Range", "")
+        if self.status == 206 and "-" in content_range:
+            return int(content_range.split("-", 1)[1].split("/", 1)[0]) + 1
+        return self.content_length or 0
 
 
 async def _file_response(request: web.Request, name: str, opened: Opened) -> web.StreamResponse:

@@ -293,3 +293,25 @@ def test_listing_is_off_by_default_and_escapes_names(tree: Path, server: FileSer
     assert b'href="sub/"' in page
     assert b"link" not in page  # symlinks are left out
     assert b'href="f.txt"' in sub
+
+
+@pytest.mark.parametrize("faults", [False, True])
+def test_a_file_that_shrinks_while_sent_ends_the_connection(tree: Path, faults: bool) -> None:
+    big = tree / "shrinks.bin"
+    size = 64 << 20
+    with big.open("wb") as fh:
+        fh.truncate(size)
+    with serve_files_in_thread(tree, faults=faults) as running:
+        # drip: the faults path, streamed piece by piece (no sendfile).
+        query = "?drip=0.001&drip_size=65536" if faults else ""
+        with socket.create_connection((running.host, running.port), timeout=30) as sock:
+            sock.sendall(f"GET /shrinks.bin{query} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            data = sock.recv(65536)
+            while b"\r\n\r\n" not in data:
+                data += sock.recv(65536)
+            os.truncate(big, 1 << 20)
+            total = len(data.partition(b"\r\n\r\n")[2])
+            while chunk := sock.recv(1 << 20):  # a kept-alive connection would hang here
+                total += len(chunk)
+    assert b"Content-Length: 67108864" in data
+    assert total < size
