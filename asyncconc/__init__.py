@@ -48,7 +48,7 @@ if _typing.TYPE_CHECKING:
         parse_url_list,
     )
     from asyncconc.pingpong import ping_pong, ping_pong_processes, ping_pong_processes_broken
-    from asyncconc.pool import LoopPool, partial_sum, split_range
+    from asyncconc.pool import DaskPool, LoopPool, PoolBackend, partial_sum, split_range
 
 _LAZY = {
     "Account": "asyncconc.account",
@@ -66,7 +66,9 @@ _LAZY = {
     "ping_pong": "asyncconc.pingpong",
     "ping_pong_processes": "asyncconc.pingpong",
     "ping_pong_processes_broken": "asyncconc.pingpong",
+    "DaskPool": "asyncconc.pool",
     "LoopPool": "asyncconc.pool",
+    "PoolBackend": "asyncconc.pool",
     "partial_sum": "asyncconc.pool",
     "split_range": "asyncconc.pool",
 }
@@ -92,6 +94,7 @@ __all__ = [
     "AccountError",
     "AsyncConcError",
     "ClosedError",
+    "DaskPool",
     "DownloadError",
     "DownloadEvent",
     "DownloadFinished",
@@ -110,6 +113,7 @@ __all__ = [
     "LoopPool",
     "PicklingError",
     "PoolClosedError",
+    "PoolBackend",
     "PoolError",
     "RedirectError",
     "TaskTimeoutError",
