@@ -257,3 +257,14 @@ def test_missing_extra_says_how_to_install() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'asyncconc[dask]'" in out.stdout
+
+
+async def test_scheduler_without_workers_is_a_pool_error_naming_it() -> None:
+    async with (
+        distributed.Scheduler(host="127.0.0.1", port=0, dashboard_address="127.0.0.1:0") as sched,
+    ):
+        start = time.perf_counter()
+        with pytest.raises(PoolError, match="has no workers"):
+            async with DaskPool(sched.address, connect_timeout=1.0):
+                pass
+        assert time.perf_counter() - start < 10.0
