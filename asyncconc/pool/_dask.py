@@ -25,6 +25,7 @@ What Dask does not give and this module adds (measured; see the issue):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import enum
 import inspect
 import operator
@@ -259,10 +260,11 @@ class DaskPool:
         if exc_type is None:
             await self.aclose()
         else:
-            chunks = list(self._chunks)
-            self.terminate()
-            await self._cancel_remote(chunks)
-            await self._release()
+            try:
+                await self._cancel_remote(list(self._chunks))
+            finally:
+                self.terminate()
+                await self._release()
 
     async def aclose(self) -> None:
         """Wait for outstanding tasks, then release what the pool opened.
@@ -279,9 +281,10 @@ class DaskPool:
             while tasks := [c.task for c in self._chunks if c.task is not None]:
                 await asyncio.wait(tasks)
         except BaseException:
-            chunks = list(self._chunks)
-            self.terminate()
-            await self._cancel_remote(chunks)
+            try:
+                await self._cancel_remote(list(self._chunks))
+            finally:
+                self.terminate()
             raise
         finally:
             self._state = _State.CLOSED
@@ -402,10 +405,14 @@ class DaskPool:
                     WorkerCrashedError(f"the Dask worker running {chunk.fn_name} died: {exc}"),
                     0.0,
                 )
-            except asyncio.CancelledError:
-                if self._state is _State.CLOSED or chunk.future.cancelled():
+            except concurrent.futures.CancelledError as exc:
+                # Dask's FutureCancelledError: the key was cancelled on the
+                # cluster, by this pool's close or by someone else.
+                if self._state is _State.CLOSED:
                     return ([], PoolClosedError("the pool was closed"), 0.0)
-                raise
+                failure = PoolError(f"the Dask task running {chunk.fn_name} was cancelled")
+                failure.__cause__ = exc
+                return ([], failure, 0.0)
             return self._decode(chunk, data)
 
     def _decode(self, chunk: _Chunk, data: bytes) -> Outcome:
