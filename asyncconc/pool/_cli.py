@@ -81,8 +81,13 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "sum",
         help="add 1..N with a Python loop on every core (LoopPool)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        # Plain text: the module's docstring is reST, for the API docs.
+        description=(
+            "Add 1 + 2 + ... + N on every core: the range is cut into C pieces (--chunks), "
+            "each added with an explicit Python loop in a worker process of a LoopPool; "
+            "the total is checked against N(N+1)/2. With --compare, the same loop also "
+            "runs over the whole range in this process, and the speedup is printed."
+        ),
     )
     parser.add_argument("n", metavar="N", type=_whole_number, help="add 1 + 2 + ... + N (N >= 0)")
     parser.add_argument(

@@ -43,7 +43,8 @@ def register(subparsers: Any) -> None:
 def _handle(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     if not root.is_dir():
-        raise UsageError(f"DIR {args.dir!r}: no such folder")
+        what = "is a file, not a folder" if root.exists() else "no such folder"
+        raise UsageError(f"DIR {args.dir!r}: {what}")
     from asyncconc.testing._fileserver import serve_files
 
     async def main() -> None:

@@ -9,29 +9,42 @@ Faults are asked for in the query string of a file's URL, so one file can be
 served well and badly side by side (``server.url("a.bin", fail=2)``):
 
 =================  =========================================================
-``status=N``       always answer status N (with an HTML error body)
+``status=N``       answer status N (200-599; 200 serves the file) with an
+                   HTML error body, and ``Retry-After: retry_after`` if given
 ``fail=K``         the first K requests of this URL answer ``fail_status``
-                   (default 503), with ``Retry-After: retry_after`` if given
-``delay=S``        wait S seconds before the headers
+                   (400-599, default 503), with ``Retry-After: retry_after``
+``delay=S``        wait S seconds (at most 300) before the headers
 ``truncate=N``     announce the full length, send N bytes, drop the
-                   connection (the first ``times`` requests; default all)
+                   connection (the first ``times`` requests that get the
+                   file, after any ``fail``; default all)
 ``stall=N``        send N bytes then stop sending, connection kept open
-                   (the first ``times`` requests; default all)
+                   until the client gives up (at most 300 s); ``times`` as
+                   for ``truncate``
+``times=N``        how many requests ``truncate``/``stall`` apply to
 ``drip=S``         send the body in ``drip_size`` pieces (default 1024)
                    with S seconds between them: slow but moving
 ``norange=1``      ignore Range (always 200 with the whole file)
 ``badrange=1``     answer a Range request with a 206 that starts at 0
 ``cd=VALUE``       send ``Content-Disposition: VALUE`` verbatim
 ``redirect=N``     redirect N times before serving
-``location=URL``   redirect once to URL (any scheme)
+``location=URL``   redirect once to URL, verbatim (any scheme, to test that
+                   clients refuse ``javascript:``; no CR, LF or NUL)
 ``loop=1``         redirect to itself, forever
+``redirect_status``  the status of those redirects: 301, 302 (default),
+                   303, 307 or 308
 ``gzip=1``         label the bytes ``Content-Encoding: gzip`` (unchanged)
 ``chunked=1``      no Content-Length (chunked transfer encoding)
 ``novalidator=1``  no ETag and no Last-Modified
 =================  =========================================================
 
-Every request is recorded in :attr:`FileServer.requests` (path, query,
-headers) so tests can assert what a client sent.
+Flags are off when false (``norange=False``, ``gzip=0``); an unknown name or
+a bad value is a ``ValueError`` from :meth:`FileServer.url` and a ``400``
+with the reason on the wire (:mod:`asyncconc.testing._faults`).
+
+The last ``history`` requests (10,000 by default) are kept in
+:attr:`FileServer.requests` with their headers, body and time, and
+expectations can be declared with :meth:`FileServer.expect`
+(:mod:`asyncconc.testing._recording`).
 """
 
 from __future__ import annotations
@@ -41,7 +54,9 @@ import contextlib
 import email.utils
 import hashlib
 import os
-from collections import Counter
+import ssl
+import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,45 +65,65 @@ from urllib.parse import quote, urlencode
 import aiofiles
 from aiohttp import web
 
+from asyncconc.testing import _faults
 from asyncconc.testing._content import pattern_chunks, pattern_sha256
+from asyncconc.testing._faults import MAX_DELAY, Faults, check_names, parse_faults, query_value
+from asyncconc.testing._recording import DEFAULT_HISTORY, RecordedRequest, Recorder
 
 __all__ = ["FileServer", "RecordedRequest", "ServedFile", "serve_files"]
 
 _READ_SIZE = 256 * 1024
+# Per-URL request counters (for ``fail`` and ``times``): the most recent ones.
+_MAX_COUNTERS = 10_000
 
 
-@dataclass(frozen=True, slots=True)
 class ServedFile:
-    """A file the server can serve: its name, size and sha256."""
+    """A file the server can serve: its name, size, ETag and sha256.
 
-    name: str
-    size: int
-    sha256: str
-    etag: str
+    ``sha256`` is computed on first use (and kept): adding a generated GiB
+    costs nothing until a test asks for its digest.
+    """
 
+    __slots__ = ("_source", "etag", "name", "size")
 
-@dataclass(frozen=True, slots=True)
-class RecordedRequest:
-    """One request the server received."""
+    def __init__(self, name: str, source: _Source) -> None:
+        self.name = name
+        self.size = source.size
+        self.etag = source.etag
+        self._source = source
 
-    method: str
-    path: str
-    query: Mapping[str, str]
-    headers: Mapping[str, str]
+    @property
+    def sha256(self) -> str:
+        return self._source.digest()
+
+    def __repr__(self) -> str:
+        return f"ServedFile(name={self.name!r}, size={self.size}, etag={self.etag!r})"
 
 
 @dataclass(slots=True)
 class _Source:
     size: int
-    sha256: str
+    sha256: str | None  # None: not computed yet (see digest())
     etag: str
     mtime: float
     data: bytes | None = None
     seed: int | None = None
     path: Path | None = None
+    content_type: str = "application/octet-stream"
+    headers: Mapping[str, str] | None = None
 
     def info(self, name: str) -> ServedFile:
-        return ServedFile(name=name, size=self.size, sha256=self.sha256, etag=self.etag)
+        return ServedFile(name, self)
+
+    def digest(self) -> str:
+        if self.sha256 is None:
+            if self.data is not None:
+                self.sha256 = hashlib.sha256(self.data).hexdigest()
+            elif self.seed is not None:
+                self.sha256 = pattern_sha256(self.size, self.seed)
+            else:
+                self.sha256 = ""
+        return self.sha256
 
     async def chunks(self, start: int, end: int) -> AsyncGenerator[bytes, None]:
         """Pieces of bytes [start, end), produced lazily.
@@ -124,35 +159,135 @@ class FileServer:
     port: int = 0
     root: Path | None = None
     delay: float = 0.0
-    requests: list[RecordedRequest] = field(default_factory=list)
+    history: int | None = DEFAULT_HISTORY
+    ssl_context: ssl.SSLContext | None = None
+    """For clients of a ``tls=True`` server: trusts its throwaway CA only."""
+    ca_pem: bytes | None = None
+    """The throwaway CA's certificate (PEM), for ``curl --cacert`` and the like."""
     _sources: dict[str, _Source] = field(default_factory=dict)
-    _counts: Counter[str] = field(default_factory=Counter)
+    _counts: OrderedDict[str, int] = field(default_factory=OrderedDict)
     _version: int = 0
+    _recorder: Recorder = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.history is not None and self.history < 0:
+            raise ValueError(f"history={self.history!r}: must be 0 or more (None: unbounded)")
+        self._recorder = Recorder(self.history)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """The last ``history`` requests, oldest first (a snapshot)."""
+        with self._recorder._lock:
+            return list(self._recorder.requests)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being answered right now."""
+        return self._recorder.in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests answered at once so far (for concurrency limits)."""
+        return self._recorder.max_in_flight
+
+    def expect(
+        self,
+        name: str,
+        *,
+        method: str | None = None,
+        query: Mapping[str, str] | None = None,
+        times: int | None = 1,
+    ) -> None:
+        """Expect ``times`` requests for ``name`` (``None``: at least one).
+
+        Checked by :meth:`verify` (the pytest fixtures call it after the
+        test). ``ordered`` / ``strict`` (:meth:`configure_expectations`)
+        make the order matter and any other request a failure.
+        """
+        self._recorder.expect(name, method=method, query=query, times=times)
+
+    def configure_expectations(self, *, ordered: bool = False, strict: bool = False) -> None:
+        """``ordered``: expectations must be met in the order declared;
+        ``strict``: a request no expectation matches fails :meth:`verify`."""
+        self._recorder.ordered = ordered
+        self._recorder.strict = strict
+
+    def verify(self) -> None:
+        """Raise ``AssertionError`` naming every unmet expectation."""
+        self._recorder.verify()
 
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://{host}:{self.port}"
 
-    def url(self, name: str, **faults: object) -> str:
-        """The URL of ``name``, with fault parameters (see the module doc)."""
-        query = urlencode({k: str(v) for k, v in faults.items()})
-        return f"{self.base_url}/{quote(name)}" + (f"?{query}" if query else "")
+    def url(self, name: str, *, query: object = None, **faults: object) -> str:
+        """The URL of ``name``, with fault parameters (see the module doc).
 
-    def add_bytes(self, name: str, data: bytes) -> ServedFile:
-        """Serve ``data`` as ``name``; replacing a file changes its validators."""
-        digest = hashlib.sha256(data).hexdigest()
-        return self._add(name, _Source(len(data), digest, "", 0.0, data=data))
+        Raises ``ValueError`` for an unknown fault name or a bad value; false
+        values (``False``, ``0`` for a flag, ``None``) leave a fault off.
+        ``query`` adds ordinary parameters the server ignores (``id=7``).
+        """
+        check_names(faults)
+        params = {
+            k: v for k, v in ((k, query_value(v)) for k, v in faults.items()) if v is not None
+        }
+        parse_faults(params)
+        if query is not None and not isinstance(query, Mapping):
+            raise TypeError(f"query= must be a mapping of names to values, not {query!r}")
+        extra = {str(k): str(v) for k, v in (query or {}).items()}
+        clash = sorted(set(extra) & _faults.KNOWN)
+        if clash:
+            raise ValueError(f"query={{{clash[0]!r}: ...}} is a fault name: pass it as {clash[0]}=")
+        encoded = urlencode({**extra, **params})
+        return f"{self.base_url}/{quote(name.lstrip('/'))}" + (f"?{encoded}" if encoded else "")
 
-    def add_generated(self, name: str, size: int, seed: int | None = None) -> ServedFile:
-        """Serve a deterministic generated file of ``size`` bytes, built lazily."""
+    def add_bytes(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        headers: Mapping[str, str] | None = None,
+    ) -> ServedFile:
+        """Serve ``data`` as ``name``; replacing a file changes its validators.
+
+        ``content_type`` and ``headers`` (extra response headers) are sent
+        with every answer that carries the file.
+        """
+        source = _Source(len(data), None, "", 0.0, data=data)
+        return self._add(name, source, content_type, headers)
+
+    def add_generated(
+        self,
+        name: str,
+        size: int,
+        seed: int | None = None,
+        *,
+        content_type: str = "application/octet-stream",
+        headers: Mapping[str, str] | None = None,
+    ) -> ServedFile:
+        """Serve a deterministic generated file of ``size`` bytes, built lazily.
+
+        Neither the bytes nor their sha256 are computed up front.
+        """
         if seed is None:
             seed = len(self._sources) + 1
-        return self._add(name, _Source(size, pattern_sha256(size, seed), "", 0.0, seed=seed))
+        return self._add(name, _Source(size, None, "", 0.0, seed=seed), content_type, headers)
 
-    def _add(self, name: str, source: _Source) -> ServedFile:
+    def _add(
+        self,
+        name: str,
+        source: _Source,
+        content_type: str,
+        headers: Mapping[str, str] | None,
+    ) -> ServedFile:
         self._version += 1
-        source.etag = f'"{source.sha256[:16]}-{self._version}"'
+        source.content_type = content_type
+        source.headers = dict(headers) if headers else None
+        # Unique per add: replacing a file changes its validators.
+        source.etag = f'"{id(self):x}-{self._version:x}-{source.size:x}"'
         source.mtime = 1_700_000_000.0 + self._version
         self._sources[name.lstrip("/")] = source
         return source.info(name)
@@ -162,7 +297,7 @@ class FileServer:
         self._sources.pop(name.lstrip("/"), None)
 
     def hits(self, name: str) -> int:
-        """How many requests arrived for ``name`` (any query)."""
+        """How many requests for ``name`` (any query) are in the history."""
         return sum(1 for r in self.requests if r.path == "/" + name.lstrip("/"))
 
     def requests_for(self, name: str) -> list[RecordedRequest]:
@@ -180,47 +315,84 @@ class FileServer:
         tag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
         return _Source(stat.st_size, "", tag, stat.st_mtime, path=path)
 
+    def _count(self, key: str) -> int:
+        """This request's number among those for ``key`` (bounded memory)."""
+        nth = self._counts.pop(key, 0) + 1
+        self._counts[key] = nth
+        if len(self._counts) > _MAX_COUNTERS:
+            self._counts.popitem(last=False)
+        return nth
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        q = request.query
-        self.requests.append(
-            RecordedRequest(request.method, request.path, dict(q), dict(request.headers))
-        )
-        key = request.path_qs
-        self._counts[key] += 1
-        nth = self._counts[key]
-        delay = float(q.get("delay", self.delay))
+        recorder = self._recorder
+        recorder.started()
+        try:
+            body = await request.read() if request.body_exists else b""
+            recorder.record(
+                RecordedRequest(
+                    request.method,
+                    request.path,
+                    dict(request.query),
+                    request.headers,
+                    body,
+                    time.time(),
+                )
+            )
+            return await self._answer(request)
+        finally:
+            recorder.ended()
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        try:
+            q = parse_faults(request.query)
+        except ValueError as exc:
+            return web.Response(status=400, text=f"bad fault parameter: {exc}\n")
+        nth = self._count(request.path_qs) if q.counted else 1
+        delay = q.delay if q.delay is not None else self.delay
         if delay > 0:
             await asyncio.sleep(delay)
 
-        if "status" in q:
-            return _error(int(q["status"]))
-        if int(q.get("fail", 0)) >= nth:
-            response = _error(int(q.get("fail_status", 503)))
-            if "retry_after" in q:
-                response.headers["Retry-After"] = q["retry_after"]
+        if q.status is not None and q.status != 200:
+            response = _error(q.status)
+            if q.retry_after is not None:
+                response.headers["Retry-After"] = f"{q.retry_after:g}"
+            return response
+        if q.fail >= nth:
+            response = _error(q.fail_status)
+            if q.retry_after is not None:
+                response.headers["Retry-After"] = f"{q.retry_after:g}"
             return response
         if redirect := _redirect_target(request, q):
-            raise web.HTTPFound(redirect)
+            return web.Response(status=q.redirect_status, headers={"Location": redirect})
 
         source = self._lookup(request.match_info["name"])
         if source is None:
             return _error(404)
         stream = web.StreamResponse()
         try:
-            return await self._send(request, source, nth, stream)
+            # ``times`` counts the requests that get the file, after the ``fail``s.
+            return await self._send(request, source, q, nth - q.fail, stream)
         except ConnectionResetError:
             # The client hung up (it skipped the file, or gave up): normal.
             return stream
 
     async def _send(
-        self, request: web.Request, source: _Source, nth: int, response: web.StreamResponse
+        self,
+        request: web.Request,
+        source: _Source,
+        q: Faults,
+        nth: int,
+        response: web.StreamResponse,
     ) -> web.StreamResponse:
-        q = request.query
         start, end, status = 0, source.size, 200
         range_header = request.headers.get("Range")
         if_range = request.headers.get("If-Range")
         last_modified = email.utils.formatdate(source.mtime, usegmt=True)
-        if range_header and not q.get("norange"):
+        if not q.novalidator and _not_modified(request, source.etag, source.mtime):
+            return web.Response(
+                status=304, headers={"ETag": source.etag, "Last-Modified": last_modified}
+            )
+        if range_header and not q.norange:
             fresh = if_range is None or if_range in (source.etag, last_modified)
             parsed = _parse_range(range_header, source.size)
             if parsed == "unsatisfiable" and fresh:
@@ -230,23 +402,25 @@ class FileServer:
             if isinstance(parsed, tuple) and fresh:
                 start, end = parsed
                 status = 206
-                if q.get("badrange"):
+                if q.badrange:
                     start = 0
 
         response.set_status(status)
         headers = response.headers
-        headers["Content-Type"] = "application/octet-stream"
-        headers["Accept-Ranges"] = "none" if q.get("norange") else "bytes"
-        if not q.get("novalidator"):
+        headers["Content-Type"] = source.content_type
+        if source.headers:
+            headers.update(source.headers)
+        headers["Accept-Ranges"] = "none" if q.norange else "bytes"
+        if not q.novalidator:
             headers["ETag"] = source.etag
             headers["Last-Modified"] = last_modified
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{source.size}"
-        if "cd" in q:
-            headers["Content-Disposition"] = q["cd"]
-        if q.get("gzip"):
+        if q.cd is not None:
+            headers["Content-Disposition"] = q.cd
+        if q.gzip:
             headers["Content-Encoding"] = "gzip"
-        if q.get("chunked"):
+        if q.chunked:
             response.enable_chunked_encoding()
         else:
             response.content_length = end - start
@@ -254,12 +428,12 @@ class FileServer:
         if request.method == "HEAD":
             return response
 
-        times = int(q.get("times", 1 << 30))
-        cut = int(q["truncate"]) if "truncate" in q and nth <= times else None
-        stall = int(q["stall"]) if "stall" in q and nth <= times else None
+        applies = q.times is None or nth <= q.times
+        cut = q.truncate if applies else None
+        stall = q.stall if applies else None
         limit = min(x for x in (cut, stall, end - start) if x is not None)
-        drip = float(q.get("drip", 0))
-        piece = int(q.get("drip_size", 1024)) if drip else _READ_SIZE
+        drip = q.drip
+        piece = q.drip_size if drip else _READ_SIZE
         sent = 0
         # aclosing: a client that hangs up mid-body must not leave the file open.
         async with contextlib.aclosing(source.chunks(start, start + limit)) as chunks:
@@ -270,8 +444,9 @@ class FileServer:
                     if drip:
                         await asyncio.sleep(drip)
         if stall is not None:
-            await asyncio.Event().wait()  # until the client gives up
-        if cut is not None:
+            # Until the client gives up (handler_cancellation), or MAX_DELAY.
+            await asyncio.sleep(MAX_DELAY)
+        if cut is not None or stall is not None:
             assert request.transport is not None
             request.transport.close()  # body ends early
             return response
@@ -279,19 +454,37 @@ class FileServer:
         return response
 
 
+def _not_modified(request: web.Request, etag: str, mtime: float) -> bool:
+    """RFC 9110 13.1.2-3: If-None-Match wins; If-Modified-Since otherwise."""
+    if request.method not in ("GET", "HEAD"):
+        return False
+    none_match = request.headers.get("If-None-Match")
+    if none_match is not None:
+        tags = {t.strip().removeprefix("W/") for t in none_match.split(",")}
+        return "*" in tags or etag in tags
+    since = request.headers.get("If-Modified-Since")
+    if since is None:
+        return False
+    try:
+        when = email.utils.parsedate_to_datetime(since).timestamp()
+    except (TypeError, ValueError):
+        return False  # an invalid date is ignored
+    return int(mtime) <= when
+
+
 def _error(status: int) -> web.Response:
     body = f"<html><body>error {status}</body></html>"
     return web.Response(status=status, text=body, content_type="text/html")
 
 
-def _redirect_target(request: web.Request, q: Mapping[str, str]) -> str | None:
-    if "location" in q:
-        return q["location"]
-    if q.get("loop"):
+def _redirect_target(request: web.Request, q: Faults) -> str | None:
+    if q.location is not None:
+        return q.location
+    if q.loop:
         return str(request.rel_url)
-    hops = int(q.get("redirect", 0))
+    hops = q.redirect
     if hops > 0:
-        rest = {k: v for k, v in q.items() if k != "redirect"}
+        rest = {k: v for k, v in request.query.items() if k != "redirect"}
         if hops > 1:
             rest["redirect"] = str(hops - 1)
         return request.path + ("?" + urlencode(rest) if rest else "")
@@ -319,6 +512,25 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     return a, min(b, size)
 
 
+def _tls_contexts(server: FileServer, host: str) -> ssl.SSLContext:
+    """A throwaway CA and certificate; the client side goes on ``server``."""
+    try:
+        import trustme
+    except ImportError:
+        raise RuntimeError(
+            "serve_files(tls=True) needs trustme: pip install trustme (or 'asyncconc[test]')"
+        ) from None
+    ca = trustme.CA()
+    certificate = ca.issue_cert(host, "localhost")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate.configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    server.ssl_context = client_context
+    server.ca_pem = ca.cert_pem.bytes()
+    return server_context
+
+
 @contextlib.asynccontextmanager
 async def serve_files(
     root: str | os.PathLike[str] | None = None,
@@ -327,13 +539,22 @@ async def serve_files(
     host: str = "127.0.0.1",
     port: int = 0,
     delay: float = 0.0,
+    history: int | None = DEFAULT_HISTORY,
+    tls: bool = False,
 ) -> AsyncIterator[FileServer]:
     """Serve ``root`` (a folder) and ``files`` (name -> bytes) on ``host:port``.
 
     The server listens before this yields and is closed (connections
-    dropped) when the block exits, also on cancellation.
+    dropped) when the block exits, also on cancellation. ``history`` is how
+    many requests :attr:`FileServer.requests` keeps (``0``: none; ``None``:
+    all, for short tests only). ``tls=True`` serves HTTPS with a
+    certificate for ``host`` (and ``localhost``) from a throwaway CA made
+    with ``trustme``; :attr:`FileServer.ssl_context` trusts that CA only.
     """
-    server = FileServer(host=host, root=Path(root) if root is not None else None, delay=delay)
+    server = FileServer(
+        host=host, root=Path(root) if root is not None else None, delay=delay, history=history
+    )
+    server_context = _tls_contexts(server, host) if tls else None
     for name, data in (files or {}).items():
         server.add_bytes(name, data)
     app = web.Application()
@@ -344,7 +565,7 @@ async def serve_files(
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=server_context)
         await site.start()
         assert site._server is not None
         sockets = getattr(site._server, "sockets", None) or []

@@ -251,7 +251,7 @@ async def test_input_is_consumed_lazily_within_the_concurrency_bound(
         for i in range(12):
             pulled += 1
             ahead.append(pulled - finished)
-            yield server.url("x", n=i, delay=0.01 * (i % 3))
+            yield server.url("x", query={"n": i}, delay=0.01 * (i % 3))
 
     async with Downloader(dest, concurrency=3, on_event=on_event) as downloader:
         results = [r async for r in downloader.stream(urls())]
@@ -265,7 +265,7 @@ async def test_an_endless_input_is_fine_when_the_caller_stops(
 ) -> None:
     server = threaded_server
     server.add_bytes("x", b"x")
-    endless = (server.url("x", n=i) for i in itertools.count())
+    endless = (server.url("x", query={"n": i}) for i in itertools.count())
     got: list[DownloadResult] = []
     async with Downloader(dest, concurrency=2) as downloader:
         async with contextlib.aclosing(downloader.stream(endless)) as results:
@@ -294,7 +294,7 @@ async def test_concurrency_and_per_host_bound_the_downloads_in_flight(
         elif isinstance(event, DownloadFinished):
             active -= 1
 
-    urls = [server.url("x", n=i, drip=0.04) for i in range(6)]  # ~0.16 s each
+    urls = [server.url("x", query={"n": i}, drip=0.04) for i in range(6)]  # ~0.16 s each
     async with Downloader(
         dest, concurrency=concurrency, per_host=per_host, on_event=on_event
     ) as downloader:
