@@ -260,6 +260,7 @@ class DaskPool:
         if exc_type is None:
             await self.aclose()
         else:
+            self._state = _State.CLOSED  # what the drivers see as the futures are cancelled
             try:
                 await self._cancel_remote(list(self._chunks))
             finally:
@@ -281,6 +282,7 @@ class DaskPool:
             while tasks := [c.task for c in self._chunks if c.task is not None]:
                 await asyncio.wait(tasks)
         except BaseException:
+            self._state = _State.CLOSED
             try:
                 await self._cancel_remote(list(self._chunks))
             finally:
@@ -405,6 +407,15 @@ class DaskPool:
                     WorkerCrashedError(f"the Dask worker running {chunk.fn_name} died: {exc}"),
                     0.0,
                 )
+            except asyncio.CancelledError:
+                # terminate() cancelled this driver (our own cancel): the
+                # caller gets PoolClosedError, as LoopPool's callers do.
+                if self._state is _State.CLOSED:
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                    return ([], PoolClosedError("the pool was terminated"), 0.0)
+                raise
             except concurrent.futures.CancelledError as exc:
                 # Dask's FutureCancelledError: the key was cancelled on the
                 # cluster, by this pool's close or by someone else.

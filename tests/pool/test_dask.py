@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import os
 import socket
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from asyncconc import (
     split_range,
 )
 from tests.pool._dask_tasks import async_sleep_report_cancel, counting
-from tests.pool._support import Beacon
+from tests.pool._support import Beacon, wait_gone
 from tests.pool._tasks import (
     TaskFailedError,
     async_add,
@@ -236,11 +237,31 @@ async def test_closed_pool_refuses_work_and_leaves_a_passed_client_open(client: 
 
 
 @pytest.mark.slow
-async def test_pool_owned_local_cluster_starts_and_stops() -> None:
+async def test_pool_owned_local_cluster_starts_and_stops_without_orphans() -> None:
     async with DaskPool(workers=1) as pool:
         assert await pool.submit(inc, 1) == 2
         client = pool.client
+        pids = list((await client.run(os.getpid)).values())
+        assert len(pids) == 1
     assert client.status == "closed"
+    assert wait_gone(pids) == []
+
+
+async def test_error_leaving_the_block_cancels_running_coroutines(client: Any) -> None:
+    tasks: list[asyncio.Future[Any]] = []
+
+    async def fail_inside(port: int) -> None:
+        async with DaskPool(client) as pool:
+            tasks.append(asyncio.ensure_future(pool.submit(async_sleep_report_cancel, port, 60)))
+            await beacon.wait()
+            raise ZeroDivisionError
+
+    async with Beacon() as beacon:
+        with pytest.raises(ZeroDivisionError):
+            await fail_inside(beacon.port)
+        assert await beacon.wait() == -1  # cancelled on the worker, not left running
+        with pytest.raises(PoolClosedError):
+            await tasks[0]
 
 
 def test_import_asyncconc_does_not_import_distributed() -> None:
