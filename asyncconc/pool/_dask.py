@@ -45,13 +45,19 @@ from asyncconc._errors import (
     WorkerCrashedError,
 )
 from asyncconc._runner import resolve_loop
-from asyncconc.pool import _protocol as wire
+from asyncconc.pool._dask_chunks import Outcome, decode
+from asyncconc.pool._dask_connect import (
+    CPU_RESOURCE,
+    Connection,
+    connect,
+    release,
+    require_distributed,
+    survey_workers,
+)
 from asyncconc.pool._worker import describe
 
-__all__ = ["CPU_RESOURCE", "DaskPool", "require_distributed"]
+__all__ = ["DaskPool"]
 
-CPU_RESOURCE = "asyncconc-cpu"
-INSTALL_HINT = "pip install 'asyncconc[dask]'"
 # A plain-function chunk aims at this much work: Dask costs 1.5-10 ms a task.
 _TARGET_CHUNK_SECONDS = 0.05
 _MAX_CHUNK = 65536
@@ -65,20 +71,6 @@ class _State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
-
-
-def require_distributed() -> Any:
-    """The ``distributed`` module, or :class:`PoolError` saying how to install it."""
-    try:
-        import distributed
-    except ImportError as exc:
-        raise PoolError(
-            f"the Dask backend needs the 'distributed' package: {INSTALL_HINT}"
-        ) from exc
-    return distributed
-
-
-Outcome = tuple[list[Any], BaseException | None, float]
 
 
 @dataclass(slots=True, eq=False)
@@ -164,9 +156,7 @@ class DaskPool:
                 ) from exc
         self._state = _State.NEW
         self._name = f"asyncconc-{uuid.uuid4().hex[:12]}"
-        self._client: Any = None
-        self._cluster: Any = None
-        self._owns_client = False
+        self._conn = Connection()
         self._size = 0
         self._cpu_resource = False
         self._chunks: set[_Chunk] = set()
@@ -180,7 +170,7 @@ class DaskPool:
     @property
     def client(self) -> Any:
         """The ``distributed.Client`` in use (for its dashboard link, logs...)."""
-        return self._client
+        return self._conn.client
 
     # -- life cycle ----------------------------------------------------------
 
@@ -197,59 +187,22 @@ class DaskPool:
         return self
 
     async def _open(self) -> None:
-        distributed = require_distributed()
-        import dask
-
-        if self._address is None:
-            # Set while the in-process scheduler is created: it reads the value then.
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-                self._cluster = await distributed.LocalCluster(
-                    n_workers=self._local_workers,
-                    threads_per_worker=1 + _COROUTINE_SLOTS,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address="127.0.0.1:0",
-                    resources={CPU_RESOURCE: 1},
-                    asynchronous=True,
-                )
-            self._client = await distributed.Client(self._cluster, asynchronous=True)
-            self._owns_client = True
-        elif isinstance(self._address, str):
-            where = self._address
-            try:
-                async with asyncio.timeout(self._connect_timeout + 1.0):
-                    self._client = await distributed.Client(
-                        where, asynchronous=True, timeout=self._connect_timeout
-                    )
-            except (OSError, TimeoutError) as exc:
-                raise PoolError(
-                    f"cannot reach the Dask scheduler at {where} within "
-                    f"{self._connect_timeout:g} s: {exc}"
-                ) from exc
-            self._owns_client = True
-        else:
-            if not getattr(self._address, "asynchronous", False):
-                raise ValueError("DaskPool needs an asynchronous Client (asynchronous=True)")
-            self._client = self._address
-        client = self._client
-        wanted = self._local_workers if self._cluster is not None else 1
-        try:
-            await client.wait_for_workers(wanted, timeout=self._connect_timeout)
-        except TimeoutError as exc:
-            raise PoolError(
-                f"the Dask scheduler at {client.scheduler.address} has no workers "
-                f"after {self._connect_timeout:g} s"
-            ) from exc
+        conn = self._conn
+        await connect(
+            conn,
+            self._address,
+            local_workers=self._local_workers,
+            threads=1 + _COROUTINE_SLOTS,
+            connect_timeout=self._connect_timeout,
+        )
         from asyncconc.pool._dask_worker import LoopPlugin
 
         plugin = LoopPlugin(self._name, self._loop_kind, self._concurrency, self._init)
-        await client.register_plugin(plugin, name=self._name)
-        info = await client.scheduler.identity()
-        workers = info.get("workers", {})
-        self._size = max(1, len(workers))
-        self._cpu_resource = bool(workers) and all(
-            CPU_RESOURCE in w.get("resources", {}) for w in workers.values()
-        )
+        await conn.client.register_plugin(plugin, name=self._name)
+        self._size, self._cpu_resource = await survey_workers(conn.client)
+
+    async def _release(self) -> None:
+        await release(self._conn, self._name, self._shutdown_timeout)
 
     async def __aexit__(
         self,
@@ -308,29 +261,9 @@ class DaskPool:
                 chunk.future.release()
         self._chunks.clear()
 
-    async def _release(self) -> None:
-        client, cluster = self._client, self._cluster
-        self._cluster = None
-        if client is None:
-            return
-        try:
-            async with asyncio.timeout(self._shutdown_timeout):
-                if client.status == "running":
-                    await client.unregister_worker_plugin(self._name)
-        except Exception:  # best effort: the workers may be gone
-            pass
-        finally:
-            if self._owns_client:
-                self._owns_client = False
-                async with asyncio.timeout(self._shutdown_timeout):
-                    await client.close()
-            if cluster is not None:
-                async with asyncio.timeout(self._shutdown_timeout):
-                    await cluster.close()
-
     async def _cancel_remote(self, chunks: list[_Chunk]) -> None:
         """Cancel these chunks' Dask futures and their running coroutines."""
-        client = self._client
+        client = self._conn.client
         futures = [c.future for c in chunks if c.future is not None]
         tokens = [c.token for c in chunks if c.is_async and c.token]
         if client is None or client.status != "running" or not futures:
@@ -382,7 +315,7 @@ class DaskPool:
         chunk.token = f"{short}-{uuid.uuid4().hex}"
         resources = {CPU_RESOURCE: 1} if self._cpu_resource and not chunk.is_async else None
         chunk.attempts += 1
-        chunk.future = self._client.submit(
+        chunk.future = self._conn.client.submit(
             run_chunk,
             self._name,
             chunk.token,
@@ -427,30 +360,10 @@ class DaskPool:
             return self._decode(chunk, data)
 
     def _decode(self, chunk: _Chunk, data: bytes) -> Outcome:
-        try:
-            results, error, elapsed = pickle.loads(data)
-        except Exception as exc:
-            message = f"a result of {chunk.fn_name} could not be unpickled: {exc!r}"
-            return ([], PicklingError(message), 0.0)
-        if error is None:
-            return (results, None, elapsed)
-        from asyncconc.pool._dask_worker import INIT_FAILED
-
-        kind, blob, text = error
-        if kind == INIT_FAILED:
-            cause = _loads_exception(blob, chunk.fn_name)
-            cause.add_note(f"\nRemote traceback:\n{text.rstrip()}")
-            broken = PoolError("the pool's initializer failed in a Dask worker")
-            broken.__cause__ = cause
+        outcome, broken = decode(chunk.fn_name, data)
+        if broken is not None:
             self._broken = broken
-            failure = PoolError(str(broken))
-            failure.__cause__ = cause
-            return (results, failure, elapsed)
-        if kind == wire.ERR_PICKLING:
-            return (results, PicklingError(f"{chunk.fn_name}: {blob}"), elapsed)
-        raised = _loads_exception(blob, chunk.fn_name)
-        raised.add_note(f"\nRemote traceback (Dask worker):\n{text.rstrip()}")
-        return (results, raised, elapsed)
+        return outcome
 
     async def _abandon(self, chunks: list[_Chunk]) -> None:
         for chunk in chunks:
@@ -566,15 +479,3 @@ class DaskPool:
         finally:
             if inflight:
                 await self._abandon(list(inflight))
-
-
-def _loads_exception(blob: bytes, fn_name: str) -> BaseException:
-    exc: object
-    try:
-        exc = pickle.loads(blob)
-    except Exception as problem:
-        exc = PicklingError(f"{fn_name} raised an exception that cannot be unpickled here")
-        exc.__cause__ = problem
-    if not isinstance(exc, BaseException):
-        exc = PoolError(f"{fn_name} raised a non-exception: {exc!r}")
-    return exc

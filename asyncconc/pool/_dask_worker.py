@@ -38,11 +38,11 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from asyncconc._errors import PicklingError, TaskTimeoutError
 from asyncconc._runner import loop_factory
 from asyncconc.pool import _protocol as wire
+from asyncconc.pool._dask_chunks import INIT_FAILED
 from asyncconc.pool._worker import describe, pack_exception
 
 __all__ = ["INIT_FAILED", "LoopPlugin", "cancel_tokens", "run_chunk"]
 
-INIT_FAILED = "init-failed"
 _CANCELLED_MEMORY = 10_000
 
 

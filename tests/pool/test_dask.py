@@ -51,7 +51,7 @@ from tests.pool._tasks import (
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
-from asyncconc.pool._dask import CPU_RESOURCE  # noqa: E402
+from asyncconc.pool._dask_connect import CPU_RESOURCE  # noqa: E402
 
 
 @pytest.fixture(scope="session")
