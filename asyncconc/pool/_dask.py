@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import enum
 import inspect
 import operator
@@ -42,6 +43,7 @@ from asyncconc._errors import (
     PicklingError,
     PoolClosedError,
     PoolError,
+    TaskTimeoutError,
     WorkerCrashedError,
 )
 from asyncconc._runner import resolve_loop
@@ -61,6 +63,8 @@ __all__ = ["DaskPool"]
 # A plain-function chunk aims at this much work: Dask costs 1.5-10 ms a task.
 _TARGET_CHUNK_SECONDS = 0.05
 _MAX_CHUNK = 65536
+# How long past its timeout a plain call may run before the caller gives up.
+_TIMEOUT_GRACE = 2.0
 # Thread slots per worker of a pool-owned cluster: one for plain functions
 # (the CPU resource) and the rest for coroutine chunks, which only wait there.
 _COROUTINE_SLOTS = 4
@@ -83,6 +87,8 @@ class _Chunk:
     future: Any = None
     attempts: int = 0
     task: asyncio.Task[Outcome] | None = field(default=None)
+    timeout: float | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class DaskPool:
@@ -105,7 +111,9 @@ class DaskPool:
       to 3 worker deaths before ``retries`` start counting).
     * ``task_timeout`` cancels a coroutine on the worker's loop. A plain
       function is interrupted between Python bytecodes in its Dask thread,
-      which frees the slot; a call blocked in C code ends when it returns.
+      which frees the slot; for a call blocked in C code the caller raises
+      :class:`TaskTimeoutError` once the worker has run it for the timeout
+      plus 2 s, and the call holds its thread until it returns.
     * A running plain function cannot be stopped by cancellation: it finishes
       on the worker and its result is dropped (as locally).
 
@@ -160,6 +168,7 @@ class DaskPool:
         self._size = 0
         self._cpu_resource = False
         self._chunks: set[_Chunk] = set()
+        self._by_token: dict[str, _Chunk] = {}
         self._broken: PoolError | None = None
 
     @property
@@ -200,8 +209,18 @@ class DaskPool:
         plugin = LoopPlugin(self._name, self._loop_kind, self._concurrency, self._init)
         await conn.client.register_plugin(plugin, name=self._name)
         self._size, self._cpu_resource = await survey_workers(conn.client)
+        conn.client.subscribe_topic(f"{self._name}-started", self._on_started)
+
+    def _on_started(self, event: tuple[float, str]) -> None:
+        chunk = self._by_token.get(event[1])
+        if chunk is not None:
+            chunk.started.set()
 
     async def _release(self) -> None:
+        client = self._conn.client
+        if client is not None and client.status == "running":
+            with contextlib.suppress(Exception):  # best effort: already gone
+                client.unsubscribe_topic(f"{self._name}-started")
         await release(self._conn, self._name, self._shutdown_timeout)
 
     async def __aexit__(
@@ -300,7 +319,7 @@ class DaskPool:
             raise PicklingError(
                 f"cannot send {describe(fn)} and its arguments to a worker: {exc}"
             ) from exc
-        chunk = _Chunk(describe(fn), payload, len(arglist), is_async)
+        chunk = _Chunk(describe(fn), payload, len(arglist), is_async, timeout=timeout)
         self._send(chunk)
         chunk.task = asyncio.ensure_future(self._drive(chunk))
         self._chunks.add(chunk)
@@ -312,7 +331,11 @@ class DaskPool:
 
         # The key's prefix is what the dashboard groups tasks by: the function.
         short = chunk.fn_name.rsplit(".", 1)[-1].replace("-", "_")
+        self._by_token.pop(chunk.token, None)
         chunk.token = f"{short}-{uuid.uuid4().hex}"
+        chunk.started = asyncio.Event()
+        if chunk.timeout is not None and not chunk.is_async:
+            self._by_token[chunk.token] = chunk
         resources = {CPU_RESOURCE: 1} if self._cpu_resource and not chunk.is_async else None
         chunk.attempts += 1
         chunk.future = self._conn.client.submit(
@@ -326,11 +349,25 @@ class DaskPool:
         )
 
     async def _drive(self, chunk: _Chunk) -> Outcome:
+        try:
+            return await self._drive_attempts(chunk)
+        finally:
+            self._by_token.pop(chunk.token, None)
+
+    async def _drive_attempts(self, chunk: _Chunk) -> Outcome:
         from distributed.scheduler import KilledWorker
 
         while True:
             try:
-                data = await chunk.future
+                if chunk.timeout is not None and not chunk.is_async:
+                    data = await self._bounded(chunk, chunk.timeout)
+                else:
+                    data = await chunk.future
+            except TaskTimeoutError as exc:
+                with contextlib.suppress(Exception):  # best effort: the cluster may be gone
+                    async with asyncio.timeout(self._shutdown_timeout):
+                        await self._conn.client.cancel([chunk.future])
+                return ([], exc, 0.0)
             except KilledWorker as exc:
                 if chunk.attempts <= self._retries and self._state is not _State.CLOSED:
                     self._send(chunk)
@@ -358,6 +395,31 @@ class DaskPool:
                 failure.__cause__ = exc
                 return ([], failure, 0.0)
             return self._decode(chunk, data)
+
+    async def _bounded(self, chunk: _Chunk, timeout: float) -> bytes:
+        """The chunk's result, bounded on this side once the worker says it started.
+
+        The worker interrupts an overrunning Python call itself; this bound
+        (the timeout per call plus 2 s) catches calls blocked in C code. Such
+        a call keeps its worker's thread until it returns.
+        """
+        result = asyncio.ensure_future(_result(chunk.future))
+        started = asyncio.ensure_future(chunk.started.wait())
+        try:
+            await asyncio.wait({result, started}, return_when=asyncio.FIRST_COMPLETED)
+            if not result.done():
+                bound = timeout * chunk.ncalls + _TIMEOUT_GRACE
+                done, _ = await asyncio.wait({result}, timeout=bound)
+                if not done:
+                    raise TaskTimeoutError(
+                        f"{chunk.fn_name} exceeded its timeout of {timeout:g} s (bounded by the "
+                        "caller: the call may still be running on its Dask worker)"
+                    )
+            data: bytes = result.result()
+            return data
+        finally:
+            started.cancel()
+            result.cancel()
 
     def _decode(self, chunk: _Chunk, data: bytes) -> Outcome:
         outcome, broken = decode(chunk.fn_name, data)
@@ -479,3 +541,7 @@ class DaskPool:
         finally:
             if inflight:
                 await self._abandon(list(inflight))
+
+
+async def _result(future: Any) -> Any:
+    return await future

@@ -172,6 +172,9 @@ def run_chunk(name: str, token: str, payload: bytes) -> bytes:
             return future.result()
         except concurrent.futures.CancelledError:
             return pickle.dumps(([], None, 0.0))
+    if timeout is not None:
+        # Starts the caller's backstop for calls our interruption cannot reach.
+        get_worker().log_event(f"{name}-started", token)
     results, error = _plain_chunk(plugin, token, fn, arglist, kwargs or {}, timeout)
     return _pack(results, error, time.perf_counter() - start, fn)
 

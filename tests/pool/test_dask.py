@@ -45,6 +45,7 @@ from tests.pool._tasks import (
     init_fail,
     kill_self,
     running_loop_module,
+    sleep_then,
     spin,
 )
 
@@ -289,3 +290,15 @@ async def test_scheduler_without_workers_is_a_pool_error_naming_it() -> None:
             async with DaskPool(sched.address, connect_timeout=1.0):
                 pass
         assert time.perf_counter() - start < 10.0
+
+
+async def test_task_timeout_bounds_a_plain_call_blocked_in_c_code_from_the_caller(
+    client: Any,
+) -> None:
+    # time.sleep cannot be interrupted in a Dask thread: the caller's bound
+    # (timeout + 2 s after the worker reports the start) ends the wait.
+    async with DaskPool(client, task_timeout=0.5) as pool:
+        start = time.perf_counter()
+        with pytest.raises(TaskTimeoutError, match="bounded by the caller"):
+            await pool.submit(sleep_then, 6.0, "late")
+        assert time.perf_counter() - start < 5.5
