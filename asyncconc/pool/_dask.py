@@ -427,6 +427,17 @@ class DaskPool:
             self._broken = broken
         return outcome
 
+    async def _outcome(self, chunk: _Chunk) -> Outcome:
+        """The chunk's outcome; PoolClosedError if terminate() cancelled it unstarted."""
+        assert chunk.task is not None
+        try:
+            return await asyncio.shield(chunk.task)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if chunk.task.cancelled() and me is not None and not me.cancelling():
+                raise PoolClosedError("the pool was terminated") from None
+            raise
+
     async def _abandon(self, chunks: list[_Chunk]) -> None:
         for chunk in chunks:
             if chunk.task is not None:
@@ -444,9 +455,8 @@ class DaskPool:
         """
         is_async = inspect.iscoroutinefunction(fn)
         chunk = self._new_chunk(fn, [args], kwargs or None, self._task_timeout, is_async)
-        assert chunk.task is not None
         try:
-            results, error, _ = await asyncio.shield(chunk.task)
+            results, error, _ = await self._outcome(chunk)
         except asyncio.CancelledError:
             await self._abandon([chunk])
             raise
@@ -528,8 +538,7 @@ class DaskPool:
                     tasks = {c.task: c for c in inflight if c.task is not None}
                     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                     chunk = tasks[next(iter(done))]
-                assert chunk.task is not None
-                results, error, elapsed = await asyncio.shield(chunk.task)
+                results, error, elapsed = await self._outcome(chunk)
                 inflight.remove(chunk)
                 if chunksize is None and not is_async and elapsed > 0 and results:
                     wanted = int(_TARGET_CHUNK_SECONDS / max(elapsed / len(results), 1e-8))

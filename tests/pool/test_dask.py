@@ -302,3 +302,17 @@ async def test_task_timeout_bounds_a_plain_call_blocked_in_c_code_from_the_calle
         with pytest.raises(TaskTimeoutError, match="bounded by the caller"):
             await pool.submit(sleep_then, 6.0, "late")
         assert time.perf_counter() - start < 5.5
+
+
+async def test_terminate_fails_waiting_calls_and_stops_their_coroutines(client: Any) -> None:
+    async with Beacon() as beacon:
+        async with DaskPool(client) as pool:
+            task = asyncio.ensure_future(pool.submit(async_sleep_report_cancel, beacon.port, 60))
+            await beacon.wait()
+            pool.terminate()
+            with pytest.raises(PoolClosedError):
+                await task
+            with pytest.raises(PoolClosedError):
+                await pool.submit(inc, 1)
+        # Leaving the block removed the pool's plugin: its loop cancelled the coroutine.
+        assert await beacon.wait() == -1
