@@ -49,7 +49,14 @@ if _typing.TYPE_CHECKING:
         parse_url_list,
     )
     from asyncconc.pingpong import ping_pong, ping_pong_processes, ping_pong_processes_broken
-    from asyncconc.pool import LoopPool, LoopPoolExecutor, partial_sum, split_range
+    from asyncconc.pool import (
+        DaskPool,
+        LoopPool,
+        LoopPoolExecutor,
+        PoolBackend,
+        partial_sum,
+        split_range,
+    )
 
 _LAZY = {
     "Account": "asyncconc.account",
@@ -67,8 +74,10 @@ _LAZY = {
     "ping_pong": "asyncconc.pingpong",
     "ping_pong_processes": "asyncconc.pingpong",
     "ping_pong_processes_broken": "asyncconc.pingpong",
+    "DaskPool": "asyncconc.pool",
     "LoopPool": "asyncconc.pool",
     "LoopPoolExecutor": "asyncconc.pool",
+    "PoolBackend": "asyncconc.pool",
     "partial_sum": "asyncconc.pool",
     "split_range": "asyncconc.pool",
 }
@@ -95,6 +104,7 @@ __all__ = [
     "AsyncConcError",
     "BrokenPoolError",
     "ClosedError",
+    "DaskPool",
     "DownloadError",
     "DownloadEvent",
     "DownloadFinished",
@@ -113,6 +123,7 @@ __all__ = [
     "LoopPool",
     "LoopPoolExecutor",
     "PicklingError",
+    "PoolBackend",
     "PoolClosedError",
     "PoolError",
     "RedirectError",

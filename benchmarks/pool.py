@@ -19,6 +19,9 @@
 (F) replacing a worker: SIGKILL it, then time until a task submitted at
     once has its result from the replacement (median of 7), for LoopPool's
     fork server and for ``start_method="spawn"``.
+(G) DaskPool on a pool-owned LocalCluster of 2 workers (needs the dask
+    extra): start to first result, the sum of (A) warm and end to end,
+    tiny tasks/s through ``map``, and the naps of (C).
 
 Every library runs with its own defaults (start method included) unless a
 row says otherwise. Other work on the machine makes the figures noisy.
@@ -509,8 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
     parser.add_argument(
         "--sections",
-        default="ABCDEF",
-        help="which sections to run, e.g. A or BC (default: ABCDEF)",
+        default="ABCDEFG",
+        help="which sections to run, e.g. A or BC (default: ABCDEFG)",
     )
     parser.add_argument("--first-result", metavar="LIBRARY", help=argparse.SUPPRESS)
     parser.add_argument("--payload", nargs=3, help=argparse.SUPPRESS)
@@ -538,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         "D": bench_first_result,
         "E": lambda: bench_payloads(sizes),
         "F": bench_replacement,
+        "G": lambda: bench_dask(sizes),  # Dask section: defined at the end
     }
     for name, bench in benches.items():
         if name not in args.sections.upper():
@@ -550,6 +554,75 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render(rows))
     return 0
+
+
+# -- (G) DaskPool on a LocalCluster -------------------------------------------
+
+DASK_TINY = {True: 50_000, False: 200_000}
+
+
+def bench_dask(sizes: Sizes) -> list[Row]:
+    """DaskPool figures beside LoopPool's; 2 workers, as the targets assume."""
+    try:
+        import distributed  # noqa: F401 - only to say whether it is there
+    except ImportError:
+        return [Row("G dask", "DaskPool", "skipped", "pip install 'asyncconc[dask]'")]
+    from asyncconc import DaskPool
+
+    n = sizes.n
+    ranges = split_range(1, n + 1, sizes.chunks)
+    expected = n * (n + 1) // 2
+    total, single = _timed(lambda: partial_sum(1, n + 1))
+    assert total == expected
+    tiny = DASK_TINY[sizes is QUICK]
+    count, seconds = sizes.naps, sizes.nap_seconds
+    ideal = count * seconds / 32
+
+    async def measure() -> list[Row]:
+        rows: list[Row] = []
+        start = time.perf_counter()
+        async with DaskPool(workers=2, concurrency=16) as pool:
+            assert await pool.submit(inc, 1) == 2
+            first = time.perf_counter() - start
+            rows.append(
+                Row("G dask", "DaskPool", "cluster start -> first result", f"{first:.3f} s")
+            )
+            got, warm = await _atimed(lambda: _asum(pool.starmap(partial_sum, ranges)), repeat=1)
+            assert got == expected
+            rows.append(
+                Row("G dask", "DaskPool", "sum warm (compute only)", f"{warm:.2f} s",
+                    f"{single / warm:.2f}x")
+            )  # fmt: skip
+            got, wall = await _atimed(lambda: _asum(pool.map(inc, range(tiny))), repeat=1)
+            assert got == tiny * (tiny + 1) // 2
+            rows.append(
+                Row("G dask", "DaskPool", f"map {tiny:,} tiny tasks", f"{tiny / wall:,.0f} /s")
+            )
+            start = time.perf_counter()
+            async for _ in pool.map(nap, [seconds] * count):
+                pass
+            wall = time.perf_counter() - start
+            rows.append(
+                Row("G dask", "DaskPool", f"{count} x sleep({seconds}), 2 x 16", f"{wall:.2f} s",
+                    f"{wall / ideal:.3f} x ideal")
+            )  # fmt: skip
+        start = time.perf_counter()
+        async with DaskPool(workers=2) as pool:
+            got = await _asum(pool.starmap(partial_sum, ranges))
+        end_to_end = time.perf_counter() - start
+        assert got == expected
+        rows.insert(
+            2,
+            Row("G dask", "DaskPool", "sum end to end (start+work+stop)", f"{end_to_end:.2f} s",
+                f"{single / end_to_end:.2f}x"),
+        )  # fmt: skip
+        return rows
+
+    return run(measure())
+
+
+async def _asum(results: Any) -> int:
+    return sum([x async for x in results])
 
 
 if __name__ == "__main__":
