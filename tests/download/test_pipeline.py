@@ -220,11 +220,22 @@ async def test_stream_yields_results_as_they_complete(
     server = threaded_server
     server.add_generated("stuck.bin", 1_000_000)
     server.add_bytes("quick.bin", b"quick")
-    async with Downloader(dest, timeout=60) as downloader:
+    stuck_url = server.url("stuck.bin", stall=200_000)
+    stuck_progressed = asyncio.Event()
+
+    def on_event(event: object) -> None:
+        if isinstance(event, DownloadProgress) and event.url == stuck_url:
+            stuck_progressed.set()
+
+    async with Downloader(dest, timeout=60, on_event=on_event) as downloader:
         async with contextlib.aclosing(
-            downloader.stream([server.url("stuck.bin", stall=200_000), server.url("quick.bin")])
+            downloader.stream([stuck_url, server.url("quick.bin")])
         ) as results:
             first = await anext(results)
+            # Under load quick.bin can finish before stuck.bin's first bytes:
+            # leave only once there is something to keep.
+            async with asyncio.timeout(30):
+                await stuck_progressed.wait()
         # Leaving the loop cancelled the stuck download and kept its data.
         assert other_tasks() == set()
     assert first.path == "quick.bin"
