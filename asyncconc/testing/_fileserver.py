@@ -54,24 +54,27 @@ import contextlib
 import email.utils
 import hashlib
 import html
-import mimetypes
 import os
 import ssl
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from asyncconc.testing import _faults
 from asyncconc.testing._content import pattern_chunks, pattern_sha256
 from asyncconc.testing._faults import MAX_DELAY, Faults, check_names, parse_faults, query_value
+from asyncconc.testing._http import (
+    error_response,
+    file_etag,
+    file_response,
+    not_modified,
+    parse_range,
+)
 from asyncconc.testing._recording import DEFAULT_HISTORY, RecordedRequest, Recorder
 from asyncconc.testing._static import BadPathError, Folder, Opened
 
@@ -323,7 +326,7 @@ class FileServer:
         except BadPathError as exc:
             return web.Response(status=400, text=f"bad path: {exc}\n")
         if entries is None:
-            return _error(404)
+            return error_response(404)
         title = html.escape(path)
         rows = [
             f'<li><a href="{quote(n)}{"/" if d else ""}">{html.escape(n)}{"/" if d else ""}</a>'
@@ -375,12 +378,12 @@ class FileServer:
             await asyncio.sleep(delay)
 
         if q.status is not None and q.status != 200:
-            response = _error(q.status)
+            response = error_response(q.status)
             if q.retry_after is not None:
                 response.headers["Retry-After"] = f"{q.retry_after:g}"
             return response
         if q.fail >= nth:
-            response = _error(q.fail_status)
+            response = error_response(q.fail_status)
             if q.retry_after is not None:
                 response.headers["Retry-After"] = f"{q.retry_after:g}"
             return response
@@ -398,13 +401,13 @@ class FileServer:
             except BadPathError as exc:
                 return web.Response(status=400, text=f"bad path: {exc}\n")
             if opened is None:
-                return _error(404)
+                return error_response(404)
             if q == _NO_FAULTS:
                 # By the book, with sendfile: aiohttp's FileResponse, with the
                 # Range and If-Range rules it lacks applied in front.
-                return await _file_response(request, name, opened)
+                return await file_response(request, name, opened)
             info = opened.stat
-            source = _Source(info.st_size, "", _file_etag(info), info.st_mtime, fd=opened.fd)
+            source = _Source(info.st_size, "", file_etag(info), info.st_mtime, fd=opened.fd)
         stream = web.StreamResponse()
         try:
             # ``times`` counts the requests that get the file, after the ``fail``s.
@@ -428,15 +431,15 @@ class FileServer:
         range_header = request.headers.get("Range")
         if_range = request.headers.get("If-Range")
         last_modified = email.utils.formatdate(source.mtime, usegmt=True)
-        if not q.novalidator and _not_modified(request, source.etag, source.mtime):
+        if not q.novalidator and not_modified(request, source.etag, source.mtime):
             return web.Response(
                 status=304, headers={"ETag": source.etag, "Last-Modified": last_modified}
             )
         if range_header and not q.norange:
             fresh = if_range is None or if_range in (source.etag, last_modified)
-            parsed = _parse_range(range_header, source.size)
+            parsed = parse_range(range_header, source.size)
             if parsed == "unsatisfiable" and fresh:
-                response = _error(416)
+                response = error_response(416)
                 response.headers["Content-Range"] = f"bytes */{source.size}"
                 return response
             if isinstance(parsed, tuple) and fresh:
@@ -500,104 +503,6 @@ class FileServer:
 _NO_FAULTS = Faults()
 
 
-def _file_etag(info: os.stat_result) -> str:
-    # The form aiohttp's FileResponse uses, so both paths agree.
-    return f'"{info.st_mtime_ns:x}-{info.st_size:x}"'
-
-
-class _OpenedFileResponse(web.FileResponse):
-    """A FileResponse over a descriptor already opened and checked.
-
-    FileResponse opens by path; ``/proc/self/fd/N`` names the very file the
-    descriptor holds (not whatever a path resolves to now), so no rename in
-    the served folder can change what is sent.
-    """
-
-    def __init__(
-        self, opened: Opened, content_type: str, seen: web.BaseRequest | None = None
-    ) -> None:
-        super().__init__(f"/proc/self/fd/{opened.fd}", headers={"Content-Type": content_type})
-        # Closed after prepare(), or when the response is dropped unsent.
-        self._release = weakref.finalize(self, os.close, opened.fd)
-        self._fd = opened.fd
-        self._seen = seen  # the request as FileResponse should see it (Range fixed)
-
-    async def prepare(self, request: web.BaseRequest) -> Any:
-        if self.prepared:  # aiohttp calls prepare() again on a handler's response
-            return await web.StreamResponse.prepare(self, request)
-        try:
-            writer = await super().prepare(self._seen or request)
-            shrank = self.status in (200, 206) and os.fstat(self._fd).st_size < self._end()
-            if shrank and request.transport is not None:
-                # Fewer bytes went out than announced: this connection carries
-                # no further response.
-                request.transport.close()
-            return writer
-        finally:
-            self._release()
-
-    def _end(self) -> int:
-        """Where the body sent should have ended in the file."""
-        content_range = self.headers.get("Content-Range", "")
-        if self.status == 206 and "-" in content_range:
-            return int(content_range.split("-", 1)[1].split("/", 1)[0]) + 1
-        return self.content_length or 0
-
-
-async def _file_response(request: web.Request, name: str, opened: Opened) -> web.StreamResponse:
-    """Range and If-Range decided here, strictly; the rest by FileResponse.
-
-    FileResponse compares If-Range as a date only (a stale ETag still got
-    206), answers ``bytes=-5`` on an empty file with ``206 bytes 0--1/0``,
-    and takes ``bytes=1_0-2_0`` (Python's ``int``); so the request it sees
-    carries either no Range or one plain ``bytes=A-B`` it cannot misread.
-    """
-    info = opened.stat
-    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    range_header = request.headers.get("Range")
-    if_range = request.headers.get("If-Range")
-    if range_header is None and if_range is None:
-        return _OpenedFileResponse(opened, content_type)
-    headers = CIMultiDict(request.headers)
-    headers.popall("If-Range", None)
-    headers.popall("Range", None)
-    if range_header is not None:
-        last_modified = email.utils.formatdate(info.st_mtime, usegmt=True)
-        fresh = if_range is None or if_range in (_file_etag(info), last_modified)
-        parsed = _parse_range(range_header, info.st_size)
-        if fresh and parsed == "unsatisfiable":
-            os.close(opened.fd)
-            refused = _error(416)
-            refused.headers["Content-Range"] = f"bytes */{info.st_size}"
-            return refused
-        if fresh and isinstance(parsed, tuple):
-            headers["Range"] = f"bytes={parsed[0]}-{parsed[1] - 1}"
-    return _OpenedFileResponse(opened, content_type, request.clone(headers=headers))
-
-
-def _not_modified(request: web.Request, etag: str, mtime: float) -> bool:
-    """RFC 9110 13.1.2-3: If-None-Match wins; If-Modified-Since otherwise."""
-    if request.method not in ("GET", "HEAD"):
-        return False
-    none_match = request.headers.get("If-None-Match")
-    if none_match is not None:
-        tags = {t.strip().removeprefix("W/") for t in none_match.split(",")}
-        return "*" in tags or etag in tags
-    since = request.headers.get("If-Modified-Since")
-    if since is None:
-        return False
-    try:
-        when = email.utils.parsedate_to_datetime(since).timestamp()
-    except (TypeError, ValueError):
-        return False  # an invalid date is ignored
-    return int(mtime) <= when
-
-
-def _error(status: int) -> web.Response:
-    body = f"<html><body>error {status}</body></html>"
-    return web.Response(status=status, text=body, content_type="text/html")
-
-
 def _redirect_target(request: web.Request, q: Faults) -> str | None:
     if q.location is not None:
         return q.location
@@ -610,34 +515,6 @@ def _redirect_target(request: web.Request, q: Faults) -> str | None:
             rest["redirect"] = str(hops - 1)
         return request.path + ("?" + urlencode(rest) if rest else "")
     return None
-
-
-def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
-    """One ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` range, end exclusive.
-
-    ``None``: not a single valid byte range, so it is ignored (RFC 9110
-    14.2: a 200 with the whole file). The unit is case-insensitive; the
-    numbers are plain digits (``int()`` would take ``1_0`` and ``+5``).
-    """
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash or not all(x == "" or (x.isascii() and x.isdigit()) for x in (first, last)):
-        return None
-    if first == "":
-        if last == "":
-            return None
-        n = int(last)
-        # A suffix of an empty file, or of zero bytes, selects nothing.
-        return (max(size - n, 0), size) if n > 0 and size > 0 else "unsatisfiable"
-    a = int(first)
-    b = int(last) + 1 if last else size
-    if last and b <= a:
-        return None  # a syntactically invalid range is ignored (RFC 9110 14.2)
-    if a >= size:
-        return "unsatisfiable"
-    return a, min(b, size)
 
 
 def _tls_contexts(server: FileServer, host: str) -> ssl.SSLContext:

@@ -1,0 +1,149 @@
+"""HTTP answers for the test file server: files on disk, ranges, 304.
+
+Files on disk go out through aiohttp's ``FileResponse`` (sendfile, 304,
+Content-Type), over a descriptor that :mod:`asyncconc.testing._static`
+opened and checked; Range and If-Range are decided here first, strictly,
+where FileResponse is lenient or wrong. The in-memory and generated files of
+the test kit use the same range parser and conditional-request rule.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import mimetypes
+import os
+import weakref
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from asyncconc.testing._static import Opened
+
+__all__ = ["error_response", "file_etag", "file_response", "not_modified", "parse_range"]
+
+
+def file_etag(info: os.stat_result) -> str:
+    # The form aiohttp's FileResponse uses, so both paths agree.
+    return f'"{info.st_mtime_ns:x}-{info.st_size:x}"'
+
+
+class _OpenedFileResponse(web.FileResponse):
+    """A FileResponse over a descriptor already opened and checked.
+
+    FileResponse opens by path; ``/proc/self/fd/N`` names the very file the
+    descriptor holds (not whatever a path resolves to now), so no rename in
+    the served folder can change what is sent.
+    """
+
+    def __init__(
+        self, opened: Opened, content_type: str, seen: web.BaseRequest | None = None
+    ) -> None:
+        super().__init__(f"/proc/self/fd/{opened.fd}", headers={"Content-Type": content_type})
+        # Closed after prepare(), or when the response is dropped unsent.
+        self._release = weakref.finalize(self, os.close, opened.fd)
+        self._fd = opened.fd
+        self._seen = seen  # the request as FileResponse should see it (Range fixed)
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if self.prepared:  # aiohttp calls prepare() again on a handler's response
+            return await web.StreamResponse.prepare(self, request)
+        try:
+            writer = await super().prepare(self._seen or request)
+            shrank = self.status in (200, 206) and os.fstat(self._fd).st_size < self._end()
+            if shrank and request.transport is not None:
+                # Fewer bytes went out than announced: this connection carries
+                # no further response.
+                request.transport.close()
+            return writer
+        finally:
+            self._release()
+
+    def _end(self) -> int:
+        """Where the body sent should have ended in the file."""
+        content_range = self.headers.get("Content-Range", "")
+        if self.status == 206 and "-" in content_range:
+            return int(content_range.split("-", 1)[1].split("/", 1)[0]) + 1
+        return self.content_length or 0
+
+
+async def file_response(request: web.Request, name: str, opened: Opened) -> web.StreamResponse:
+    """Range and If-Range decided here, strictly; the rest by FileResponse.
+
+    FileResponse compares If-Range as a date only (a stale ETag still got
+    206), answers ``bytes=-5`` on an empty file with ``206 bytes 0--1/0``,
+    and takes ``bytes=1_0-2_0`` (Python's ``int``); so the request it sees
+    carries either no Range or one plain ``bytes=A-B`` it cannot misread.
+    """
+    info = opened.stat
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    range_header = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if range_header is None and if_range is None:
+        return _OpenedFileResponse(opened, content_type)
+    headers = CIMultiDict(request.headers)
+    headers.popall("If-Range", None)
+    headers.popall("Range", None)
+    if range_header is not None:
+        last_modified = email.utils.formatdate(info.st_mtime, usegmt=True)
+        fresh = if_range is None or if_range in (file_etag(info), last_modified)
+        parsed = parse_range(range_header, info.st_size)
+        if fresh and parsed == "unsatisfiable":
+            os.close(opened.fd)
+            refused = error_response(416)
+            refused.headers["Content-Range"] = f"bytes */{info.st_size}"
+            return refused
+        if fresh and isinstance(parsed, tuple):
+            headers["Range"] = f"bytes={parsed[0]}-{parsed[1] - 1}"
+    return _OpenedFileResponse(opened, content_type, request.clone(headers=headers))
+
+
+def not_modified(request: web.Request, etag: str, mtime: float) -> bool:
+    """RFC 9110 13.1.2-3: If-None-Match wins; If-Modified-Since otherwise."""
+    if request.method not in ("GET", "HEAD"):
+        return False
+    none_match = request.headers.get("If-None-Match")
+    if none_match is not None:
+        tags = {t.strip().removeprefix("W/") for t in none_match.split(",")}
+        return "*" in tags or etag in tags
+    since = request.headers.get("If-Modified-Since")
+    if since is None:
+        return False
+    try:
+        when = email.utils.parsedate_to_datetime(since).timestamp()
+    except (TypeError, ValueError):
+        return False  # an invalid date is ignored
+    return int(mtime) <= when
+
+
+def error_response(status: int) -> web.Response:
+    body = f"<html><body>error {status}</body></html>"
+    return web.Response(status=status, text=body, content_type="text/html")
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | str | None:
+    """One ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` range, end exclusive.
+
+    ``None``: not a single valid byte range, so it is ignored (RFC 9110
+    14.2: a 200 with the whole file). The unit is case-insensitive; the
+    numbers are plain digits (``int()`` would take ``1_0`` and ``+5``).
+    """
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash or not all(x == "" or (x.isascii() and x.isdigit()) for x in (first, last)):
+        return None
+    if first == "":
+        if last == "":
+            return None
+        n = int(last)
+        # A suffix of an empty file, or of zero bytes, selects nothing.
+        return (max(size - n, 0), size) if n > 0 and size > 0 else "unsatisfiable"
+    a = int(first)
+    b = int(last) + 1 if last else size
+    if last and b <= a:
+        return None  # a syntactically invalid range is ignored (RFC 9110 14.2)
+    if a >= size:
+        return "unsatisfiable"
+    return a, min(b, size)
