@@ -36,6 +36,12 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="wait this long before answering each request (default: 0)",
     )
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="honour the test kit's fault parameters (?status=, ?delay=, ...); "
+        "off by default: a query string is ignored and the file is served",
+    )
     add_loop_option(parser)
     parser.set_defaults(handler=_handle)
 
@@ -49,7 +55,7 @@ def _handle(args: argparse.Namespace) -> int:
     async def main() -> None:
         try:
             async with serve_files(
-                root, host=args.host, port=args.port, delay=args.delay
+                root, host=args.host, port=args.port, delay=args.delay, faults=args.faults
             ) as server:
                 print(f"serving {root} at {server.base_url}/ (Ctrl-C to stop)", flush=True)
                 await asyncio.Event().wait()

@@ -51,6 +51,7 @@ import aiofiles
 from aiohttp import web
 
 from asyncconc.testing._content import pattern_chunks, pattern_sha256
+from asyncconc.testing._static import StaticRoot
 
 __all__ = ["FileServer", "RecordedRequest", "ServedFile", "serve_files"]
 
@@ -86,6 +87,7 @@ class _Source:
     data: bytes | None = None
     seed: int | None = None
     path: Path | None = None
+    static: StaticRoot | None = None
 
     def info(self, name: str) -> ServedFile:
         return ServedFile(name=name, size=self.size, sha256=self.sha256, etag=self.etag)
@@ -105,7 +107,11 @@ class _Source:
                 yield piece
         else:
             assert self.path is not None
-            async with aiofiles.open(self.path, "rb") as fh:
+            assert self.static is not None
+            fd = self.static.open(str(self.path))  # safely, again (see _static)
+            if fd is None:
+                return
+            async with aiofiles.open(fd, "rb") as fh:
                 await fh.seek(start)
                 left = end - start
                 while left > 0:
@@ -124,10 +130,12 @@ class FileServer:
     port: int = 0
     root: Path | None = None
     delay: float = 0.0
+    faults: bool = True
     requests: list[RecordedRequest] = field(default_factory=list)
     _sources: dict[str, _Source] = field(default_factory=dict)
     _counts: Counter[str] = field(default_factory=Counter)
     _version: int = 0
+    _static: StaticRoot | None = None
 
     @property
     def base_url(self) -> str:
@@ -170,21 +178,36 @@ class FileServer:
 
     def _lookup(self, name: str) -> _Source | None:
         source = self._sources.get(name)
-        if source is not None or self.root is None:
+        if source is not None or self._static is None:
             return source
-        root = self.root.resolve()
-        path = (root / name).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
+        try:
+            fd = self._static.open(name)
+        except ValueError:
             return None
-        stat = path.stat()
+        if fd is None:
+            return None
+        try:
+            stat = os.fstat(fd)
+        finally:
+            os.close(fd)
         tag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
-        return _Source(stat.st_size, "", tag, stat.st_mtime, path=path)
+        return _Source(stat.st_size, "", tag, stat.st_mtime, path=Path(name), static=self._static)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         q = request.query
         self.requests.append(
             RecordedRequest(request.method, request.path, dict(q), dict(request.headers))
         )
+        name = request.match_info["name"]
+        if (
+            self._static is not None
+            and name not in self._sources
+            and (not self.faults or not request.query)
+        ):
+            # A file on disk, no faults asked for: aiohttp's FileResponse.
+            if self.delay > 0:
+                await asyncio.sleep(self.delay)
+            return await self._static.respond(request, name)
         key = request.path_qs
         self._counts[key] += 1
         nth = self._counts[key]
@@ -327,13 +350,23 @@ async def serve_files(
     host: str = "127.0.0.1",
     port: int = 0,
     delay: float = 0.0,
+    faults: bool = True,
 ) -> AsyncIterator[FileServer]:
     """Serve ``root`` (a folder) and ``files`` (name -> bytes) on ``host:port``.
 
     The server listens before this yields and is closed (connections
-    dropped) when the block exits, also on cancellation.
+    dropped) when the block exits, also on cancellation. ``root`` is opened
+    once, here (a relative path is resolved now). ``faults=False`` ignores
+    fault parameters (files on disk are served as they are).
     """
-    server = FileServer(host=host, root=Path(root) if root is not None else None, delay=delay)
+    static = StaticRoot(root) if root is not None else None
+    server = FileServer(
+        host=host,
+        root=static.path if static is not None else None,
+        delay=delay,
+        faults=faults,
+        _static=static,
+    )
     for name, data in (files or {}).items():
         server.add_bytes(name, data)
     app = web.Application()
@@ -342,8 +375,8 @@ async def serve_files(
     # ``stall``/``delay`` response ends "when the client gives up" instead of
     # lingering until shutdown (a long-lived server would pile them up).
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
-    await runner.setup()
     try:
+        await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
         assert site._server is not None
@@ -351,4 +384,8 @@ async def serve_files(
         server.port = sockets[0].getsockname()[1]
         yield server
     finally:
-        await runner.cleanup()
+        try:
+            await runner.cleanup()
+        finally:
+            if static is not None:
+                static.close()
