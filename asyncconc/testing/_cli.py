@@ -16,6 +16,7 @@ __all__ = ["register"]
 
 def register(subparsers: Any) -> None:
     from asyncconc.cli import add_loop_option, int_at_least, seconds
+    from asyncconc.testing._static import DEFAULT_LIMITS
 
     parser = subparsers.add_parser(
         "serve",
@@ -37,6 +38,23 @@ def register(subparsers: Any) -> None:
         help="wait this long before answering each request (default: 0)",
     )
     parser.add_argument(
+        "--idle-timeout",
+        type=seconds(allow_zero=False),
+        default=DEFAULT_LIMITS.idle_timeout,
+        metavar="SECONDS",
+        help="close a connection with no complete request for this long: silent, too "
+        "slow sending headers, or idle between requests "
+        f"(default: {DEFAULT_LIMITS.idle_timeout:g})",
+    )
+    parser.add_argument(
+        "--max-header-size",
+        type=int_at_least(256, 1 << 20),
+        default=DEFAULT_LIMITS.max_field_size,
+        metavar="BYTES",
+        help="longest request line or header line; longer gets 400/431 "
+        f"(default: {DEFAULT_LIMITS.max_field_size})",
+    )
+    parser.add_argument(
         "--faults",
         action="store_true",
         help="honour the test kit's fault parameters (?status=, ?delay=, ...); "
@@ -51,11 +69,23 @@ def _handle(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise UsageError(f"DIR {args.dir!r}: no such folder")
     from asyncconc.testing._fileserver import serve_files
+    from asyncconc.testing._static import ServeLimits
+
+    limits = ServeLimits(
+        idle_timeout=args.idle_timeout,
+        max_line_size=args.max_header_size,
+        max_field_size=args.max_header_size,
+    )
 
     async def main() -> None:
         try:
             async with serve_files(
-                root, host=args.host, port=args.port, delay=args.delay, faults=args.faults
+                root,
+                host=args.host,
+                port=args.port,
+                delay=args.delay,
+                faults=args.faults,
+                limits=limits,
             ) as server:
                 print(f"serving {root} at {server.base_url}/ (Ctrl-C to stop)", flush=True)
                 await asyncio.Event().wait()

@@ -51,7 +51,7 @@ import aiofiles
 from aiohttp import web
 
 from asyncconc.testing._content import pattern_chunks, pattern_sha256
-from asyncconc.testing._static import StaticRoot
+from asyncconc.testing._static import DEFAULT_LIMITS, ServeLimits, StaticRoot
 
 __all__ = ["FileServer", "RecordedRequest", "ServedFile", "serve_files"]
 
@@ -351,13 +351,15 @@ async def serve_files(
     port: int = 0,
     delay: float = 0.0,
     faults: bool = True,
+    limits: ServeLimits = DEFAULT_LIMITS,
 ) -> AsyncIterator[FileServer]:
     """Serve ``root`` (a folder) and ``files`` (name -> bytes) on ``host:port``.
 
     The server listens before this yields and is closed (connections
     dropped) when the block exits, also on cancellation. ``root`` is opened
     once, here (a relative path is resolved now). ``faults=False`` ignores
-    fault parameters (files on disk are served as they are).
+    fault parameters (files on disk are served as they are). ``limits``
+    bounds idle time, header sizes and connections (:class:`ServeLimits`).
     """
     static = StaticRoot(root) if root is not None else None
     server = FileServer(
@@ -374,7 +376,13 @@ async def serve_files(
     # handler_cancellation: a handler whose client hung up is cancelled, so a
     # ``stall``/``delay`` response ends "when the client gives up" instead of
     # lingering until shutdown (a long-lived server would pile them up).
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=0.5,
+        handler_cancellation=True,
+        **limits.handler_kwargs(),
+    )
     try:
         await runner.setup()
         site = web.TCPSite(runner, host, port)

@@ -22,19 +22,49 @@ import logging
 import mimetypes
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_request import BaseRequest
 
-__all__ = ["BadPathError", "StaticRoot"]
+__all__ = ["DEFAULT_LIMITS", "BadPathError", "ServeLimits", "StaticRoot"]
 
 _log = logging.getLogger("asyncconc.serve")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _NAME_MAX = 255
+
+
+@dataclass(frozen=True, slots=True)
+class ServeLimits:
+    """What one client may hold: time and header sizes (aiohttp handler options).
+
+    ``idle_timeout`` closes a connection that has no complete request for
+    that long: a silent socket, a client sending headers too slowly (the
+    timer is not re-armed by partial data), an idle keep-alive connection.
+    Header lines longer than ``max_line_size`` / ``max_field_size`` bytes or
+    more than ``max_headers`` headers get an error status.
+    """
+
+    idle_timeout: float = 15.0
+    max_line_size: int = 8190
+    max_field_size: int = 8190
+    max_headers: int = 100
+
+    def handler_kwargs(self) -> dict[str, Any]:
+        return {
+            "keepalive_timeout": self.idle_timeout,
+            "max_line_size": self.max_line_size,
+            "max_field_size": self.max_field_size,
+            "max_headers": self.max_headers,
+        }
+
+
+DEFAULT_LIMITS = ServeLimits()
 
 
 class BadPathError(ValueError):
