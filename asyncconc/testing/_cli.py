@@ -55,6 +55,11 @@ def register(subparsers: Any) -> None:
         f"(default: {DEFAULT_LIMITS.max_field_size})",
     )
     parser.add_argument(
+        "--list",
+        action="store_true",
+        help="answer a folder's URL with an HTML index of its names (default: off, 404)",
+    )
+    parser.add_argument(
         "--faults",
         action="store_true",
         help="honour the test kit's fault parameters (?status=, ?delay=, ...); "
@@ -86,6 +91,7 @@ def _handle(args: argparse.Namespace) -> int:
                 delay=args.delay,
                 faults=args.faults,
                 limits=limits,
+                listing=args.list,
             ) as server:
                 print(f"serving {root} at {server.base_url}/ (Ctrl-C to stop)", flush=True)
                 await asyncio.Event().wait()

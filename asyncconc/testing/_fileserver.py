@@ -352,6 +352,7 @@ async def serve_files(
     delay: float = 0.0,
     faults: bool = True,
     limits: ServeLimits = DEFAULT_LIMITS,
+    listing: bool = False,
 ) -> AsyncIterator[FileServer]:
     """Serve ``root`` (a folder) and ``files`` (name -> bytes) on ``host:port``.
 
@@ -359,9 +360,10 @@ async def serve_files(
     dropped) when the block exits, also on cancellation. ``root`` is opened
     once, here (a relative path is resolved now). ``faults=False`` ignores
     fault parameters (files on disk are served as they are). ``limits``
-    bounds idle time, header sizes and connections (:class:`ServeLimits`).
+    bounds idle time, header sizes and connections (:class:`ServeLimits`);
+    ``listing=True`` answers a folder's URL with an HTML index.
     """
-    static = StaticRoot(root) if root is not None else None
+    static = StaticRoot(root, listing=listing) if root is not None else None
     server = FileServer(
         host=host,
         root=static.path if static is not None else None,

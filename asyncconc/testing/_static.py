@@ -18,6 +18,7 @@ ETag (aiohttp compares dates only), ``405`` for other methods.
 from __future__ import annotations
 
 import errno
+import html
 import logging
 import mimetypes
 import os
@@ -25,6 +26,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
@@ -74,8 +76,9 @@ class BadPathError(ValueError):
 class StaticRoot:
     """One served folder: its descriptor, opened once at start."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, listing: bool = False) -> None:
         self.path = Path(os.path.abspath(root))
+        self.listing = listing
         self._fd: int | None = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def close(self) -> None:
@@ -83,9 +86,10 @@ class StaticRoot:
             fd, self._fd = self._fd, None
             os.close(fd)
 
-    def open(self, name: str) -> int | None:
+    def open(self, name: str, *, folder: bool = False) -> int | None:
         """A descriptor of regular file ``name`` under the root, or ``None``.
 
+        ``folder=True``: of folder ``name`` instead (``""`` is the root).
         Raises :class:`BadPathError` for a path that is malformed (rather
         than merely absent). The caller closes the descriptor.
         """
@@ -100,7 +104,7 @@ class StaticRoot:
             if len(part.encode("utf-8", "surrogateescape")) > _NAME_MAX:
                 raise BadPathError(f"path component longer than {_NAME_MAX} bytes")
         if not parts:
-            return None
+            return os.dup(self._fd) if folder else None
         fd = os.dup(self._fd)
         try:
             for part in parts[:-1]:
@@ -111,10 +115,10 @@ class StaticRoot:
                     os.close(parent)
             parent, fd = fd, -1
             try:
-                fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=parent)
+                fd = os.open(parts[-1], _DIR_FLAGS if folder else _FILE_FLAGS, dir_fd=parent)
             finally:
                 os.close(parent)
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            if not folder and not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
                 return None
             os.set_blocking(fd, True)
@@ -140,8 +144,30 @@ class StaticRoot:
             _log.info("400 %s: %s", request.path, exc)
             return web.Response(status=400, text=f"bad path: {exc}\n")
         if fd is None:
+            if self.listing and (index := self._index(request, name)) is not None:
+                return index
             return web.Response(status=404, text="not found\n")
         return _OpenedFileResponse(fd, name)
+
+    def _index(self, request: web.Request, name: str) -> web.Response | None:
+        """An HTML list of folder ``name`` (names escaped), or ``None``."""
+        fd = self.open(name, folder=True)
+        if fd is None:
+            return None
+        if name and not name.endswith("/"):
+            os.close(fd)
+            raise web.HTTPMovedPermanently(quote(request.path + "/"))
+        try:
+            with os.scandir(fd) as it:
+                entries = sorted((e.name + ("/" if e.is_dir() else "")) for e in it)
+        finally:
+            os.close(fd)
+        title = html.escape("/" + name)
+        items = "".join(
+            f'<li><a href="{html.escape(quote(e))}">{html.escape(e)}</a></li>\n' for e in entries
+        )
+        body = f"<!DOCTYPE html>\n<title>{title}</title>\n<h1>{title}</h1>\n<ul>\n{items}</ul>\n"
+        return web.Response(text=body, content_type="text/html")
 
 
 class _OpenedFileResponse(web.FileResponse):

@@ -146,3 +146,26 @@ async def test_fault_parameters_only_with_faults(tmp_path: Path) -> None:
                 assert r.status == status
                 if not faults:
                     assert await r.read() == b"x" * 100
+
+
+async def test_listing_is_off_by_default_and_escapes_names(tmp_path: Path) -> None:
+    (tmp_path / "<script>x.txt").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    async with serve_files(tmp_path, faults=False) as server:
+        url = server.base_url + "/"
+        async with aiohttp.ClientSession() as session, session.get(url) as r:
+            assert r.status == 404
+    async with (
+        serve_files(tmp_path, faults=False, listing=True) as server,
+        aiohttp.ClientSession() as session,
+    ):
+        async with session.get(server.base_url + "/") as r:
+            assert r.status == 200
+            assert r.content_type == "text/html"
+            page = await r.text()
+        assert "<script>" not in page
+        assert "&lt;script&gt;x.txt" in page
+        assert 'href="sub/"' in page
+        async with session.get(server.base_url + "/sub", allow_redirects=False) as r:
+            assert r.status == 301
+            assert r.headers["Location"] == "/sub/"
