@@ -118,6 +118,11 @@ async def test_http_rules(tmp_path: Path) -> None:
         async with session.get(server.url("d.txt"), headers=stale) as r:
             assert r.status == 200
             assert await r.read() == data
+        for spec, status in (("BYTES=0-5", 206), ("bytes=1_0-2_0", 416), ("bytes=+5-+9", 416)):
+            async with session.get(server.url("d.txt"), headers={"Range": spec}) as r:
+                assert r.status == status, spec
+                if status == 206:
+                    assert await r.read() == data[:6]
         for method in ("POST", "PUT", "DELETE", "TRACE"):
             async with session.request(method, server.url("d.txt")) as r:
                 assert r.status == 405
