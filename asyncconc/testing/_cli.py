@@ -55,6 +55,14 @@ def register(subparsers: Any) -> None:
         f"(default: {DEFAULT_LIMITS.max_field_size})",
     )
     parser.add_argument(
+        "--max-connections",
+        type=int_at_least(1),
+        default=DEFAULT_LIMITS.max_connections,
+        metavar="N",
+        help="open connections at once; more are closed on arrival (default: "
+        f"{DEFAULT_LIMITS.max_connections}, at most the descriptor limit less 64)",
+    )
+    parser.add_argument(
         "--list",
         action="store_true",
         help="answer a folder's URL with an HTML index of its names (default: off, 404)",
@@ -80,6 +88,7 @@ def _handle(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout,
         max_line_size=args.max_header_size,
         max_field_size=args.max_header_size,
+        max_connections=args.max_connections,
     )
 
     async def main() -> None:

@@ -387,6 +387,8 @@ async def serve_files(
     )
     try:
         await runner.setup()
+        assert runner.server is not None
+        limits.apply(runner.server)
         site = web.TCPSite(runner, host, port)
         await site.start()
         assert site._server is not None

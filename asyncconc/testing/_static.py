@@ -17,11 +17,13 @@ ETag (aiohttp compares dates only), ``405`` for other methods.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import html
 import logging
 import mimetypes
 import os
+import resource
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +58,27 @@ class ServeLimits:
     max_line_size: int = 8190
     max_field_size: int = 8190
     max_headers: int = 100
+    max_connections: int = 512
+    """Open connections at once; more are closed on arrival. Never more than
+    the descriptor limit (``RLIMIT_NOFILE``) less 64 for files and the loop."""
+
+    def connection_cap(self) -> int:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return max(1, min(self.max_connections, soft - 64))
+
+    def apply(self, server: web.Server) -> None:
+        """Cap ``server``'s open connections (see ``max_connections``)."""
+        cap = self.connection_cap()
+        accept = server.connection_made
+
+        def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+            accept(handler, transport)
+            if len(server.connections) > cap:
+                transport.abort()  # over the cap: refused before any request is read
+
+        server.connection_made = connection_made  # type: ignore[method-assign]
 
     def handler_kwargs(self) -> dict[str, Any]:
         return {
@@ -141,7 +164,7 @@ class StaticRoot:
         try:
             fd = self.open(name)
         except BadPathError as exc:
-            _log.info("400 %s: %s", request.path, exc)
+            _log.warning("400 %s: %s", request.path, exc)
             return web.Response(status=400, text=f"bad path: {exc}\n")
         if fd is None:
             if self.listing and (index := self._index(request, name)) is not None:

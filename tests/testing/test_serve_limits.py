@@ -93,3 +93,26 @@ async def test_oversized_headers_are_refused(tmp_path: Path) -> None:
             status = (await asyncio.wait_for(reader.readline(), 10)).split()[1]
             assert status in ((b"400", b"431") if extra else (b"200",)), extra[:20]
             writer.close()
+
+
+async def test_connections_over_the_cap_are_closed_others_served(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"a")
+    limits = ServeLimits(max_connections=5)
+    async with serve_files(tmp_path, faults=False, limits=limits) as server:
+        held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(5)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # refused at once
+        writer.close()
+        for _, w in held:
+            w.close()
+            await w.wait_closed()
+        status = 0
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):  # slots are freed as the server sees the closes
+                try:
+                    async with session.get(server.url("a")) as r:
+                        status = r.status
+                        break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+        assert status == 200

@@ -93,6 +93,8 @@ async def test_symlinks_out_and_loops_are_404_and_bad_paths_400(
             async with session.get(base + path) as r:
                 assert r.status == status, path
     assert "Traceback" not in caplog.text
+    warned = [r.getMessage() for r in caplog.records if r.name == "asyncconc.serve"]
+    assert len(warned) == 2, warned  # one line per malformed path
 
 
 async def test_http_rules(tmp_path: Path) -> None:
