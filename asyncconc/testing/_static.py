@@ -27,7 +27,7 @@ import resource
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
@@ -205,6 +205,18 @@ class _OpenedFileResponse(web.FileResponse):
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+
+    async def _sendfile(
+        self, request: BaseRequest, fobj: IO[Any], offset: int, count: int
+    ) -> AbstractStreamWriter:
+        writer = await super()._sendfile(request, fobj, offset, count)
+        if os.fstat(fobj.fileno()).st_size < offset + count and request.transport is not None:
+            # The file shrank while it was sent: fewer bytes than announced
+            # went out. Closing tells the client so; kept alive, the next
+            # response would be read as the rest of this body.
+            _log.warning("%s shrank while being sent: connection closed", request.path)
+            request.transport.close()
+        return writer
 
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
         try:

@@ -116,3 +116,25 @@ async def test_connections_over_the_cap_are_closed_others_served(tmp_path: Path)
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.05)
         assert status == 200
+
+
+async def test_a_file_that_shrinks_while_sent_closes_the_connection(tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    size = 64 << 20
+    with big.open("wb") as fh:
+        fh.truncate(size)
+    limits = ServeLimits(idle_timeout=120)  # only the fix may close it in time
+    async with serve_files(tmp_path, faults=False, limits=limits) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=1 << 16)
+        writer.write(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert f"Content-Length: {size}".encode() in head
+        await asyncio.wait_for(reader.readexactly(1 << 16), 10)  # sending has begun
+        with big.open("r+b") as fh:
+            fh.truncate(1 << 20)
+        got = 0
+        async with asyncio.timeout(20):  # EOF, not a connection kept open
+            while piece := await reader.read(1 << 20):
+                got += len(piece)
+        assert got < size - (1 << 16)
+        writer.close()
