@@ -11,6 +11,7 @@ import typing as _typing
 from asyncconc._errors import (
     AccountError,
     AsyncConcError,
+    BrokenPoolError,
     ClosedError,
     DownloadError,
     FetchError,
@@ -48,7 +49,14 @@ if _typing.TYPE_CHECKING:
         parse_url_list,
     )
     from asyncconc.pingpong import ping_pong, ping_pong_processes, ping_pong_processes_broken
-    from asyncconc.pool import LoopPool, partial_sum, split_range
+    from asyncconc.pool import (
+        DaskPool,
+        LoopPool,
+        LoopPoolExecutor,
+        PoolBackend,
+        partial_sum,
+        split_range,
+    )
 
 _LAZY = {
     "Account": "asyncconc.account",
@@ -66,7 +74,10 @@ _LAZY = {
     "ping_pong": "asyncconc.pingpong",
     "ping_pong_processes": "asyncconc.pingpong",
     "ping_pong_processes_broken": "asyncconc.pingpong",
+    "DaskPool": "asyncconc.pool",
     "LoopPool": "asyncconc.pool",
+    "LoopPoolExecutor": "asyncconc.pool",
+    "PoolBackend": "asyncconc.pool",
     "partial_sum": "asyncconc.pool",
     "split_range": "asyncconc.pool",
 }
@@ -91,7 +102,9 @@ __all__ = [
     "Account",
     "AccountError",
     "AsyncConcError",
+    "BrokenPoolError",
     "ClosedError",
+    "DaskPool",
     "DownloadError",
     "DownloadEvent",
     "DownloadFinished",
@@ -108,7 +121,9 @@ __all__ = [
     "InvalidAmountError",
     "InvalidURLError",
     "LoopPool",
+    "LoopPoolExecutor",
     "PicklingError",
+    "PoolBackend",
     "PoolClosedError",
     "PoolError",
     "RedirectError",

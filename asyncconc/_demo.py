@@ -5,7 +5,8 @@ of files (a few of them misbehaving: a 503 that recovers, a body that ends
 early, a Content-Disposition name), all downloaded with the real downloader,
 every sha256 verified, and the summary. Then the lesson's scenarios (all but
 the GUI), each the old way beside the asyncconc way, in one comparison
-table. ``--quick`` shrinks the lessons (for smoke tests), ``--no-lessons``
+table (the distributed-processes lesson when the ``dask`` extra is
+installed). ``--quick`` shrinks the lessons (for smoke tests), ``--no-lessons``
 skips them.
 """
 
@@ -136,3 +137,10 @@ def _lessons(*, quick: bool) -> Iterator[tuple[str, list[Timing]]]:
     n_gil = 1_000_000 if quick else 30_000_000
     yield f"GIL (1 + ... + {n_gil:,} in threads and processes)", gil.measure(n_gil)
     yield f"divide and conquer (1 + ... + {n_sum:,})", divide_and_conquer.measure(n_sum)
+    from asyncconc.lessons import distributed
+
+    if distributed.dask_available():  # the extra asyncconc[dask] is installed
+        yield (
+            f"distributed processes (1 + ... + {n_sum:,}: network queues, then Dask)",
+            distributed.measure(n_sum),
+        )

@@ -16,8 +16,10 @@ Every error asyncconc raises on purpose derives from :class:`AsyncConcError`::
     │   ├── InvalidAmountError      float, negative or zero amount (also a ValueError)
     │   └── InsufficientFundsError  a withdrawal or transfer larger than the balance
     └── PoolError
-        ├── PoolClosedError         the pool is closed (also a ClosedError)
+        ├── PoolClosedError         the pool is closed (also a ClosedError and a RuntimeError)
+        ├── BrokenPoolError         the pool cannot run tasks any more (also BrokenProcessPool)
         ├── WorkerCrashedError      a worker process died while holding the task
+        │                           (also BrokenProcessPool; the pool itself goes on)
         ├── TaskTimeoutError        a task exceeded its own timeout
         └── PicklingError           an argument or result could not cross processes
 
@@ -30,9 +32,12 @@ subclassed, wrapped or swallowed.
 
 from __future__ import annotations
 
+from concurrent.futures.process import BrokenProcessPool
+
 __all__ = [
     "AccountError",
     "AsyncConcError",
+    "BrokenPoolError",
     "ClosedError",
     "DownloadError",
     "FetchError",
@@ -132,12 +137,29 @@ class PoolError(AsyncConcError):
     """Base of the process-pool errors."""
 
 
-class PoolClosedError(PoolError, ClosedError):
-    """The pool is closed (or not yet started): you closed it, it did not break."""
+class PoolClosedError(PoolError, ClosedError, RuntimeError):
+    """The pool is closed (or not yet started): you closed it, it did not break.
+
+    Also a :class:`RuntimeError`, which is what ``concurrent.futures``
+    executors raise for a submit after shutdown.
+    """
 
 
-class WorkerCrashedError(PoolError):
-    """The worker process running the task died (signal, ``os._exit``, crash)."""
+class BrokenPoolError(PoolError, BrokenProcessPool):
+    """The pool cannot run tasks any more: its initializer failed, or its fork server died.
+
+    Also a :class:`concurrent.futures.process.BrokenProcessPool` (so a
+    ``BrokenExecutor``), as ``ProcessPoolExecutor`` raises in those cases.
+    """
+
+
+class WorkerCrashedError(PoolError, BrokenProcessPool):
+    """The worker process running the task died (signal, ``os._exit``, crash).
+
+    Only that task fails (the worker is replaced and the pool goes on); it is
+    also a ``BrokenProcessPool``, which ``ProcessPoolExecutor`` raises when a
+    worker dies, so code written for it catches this too.
+    """
 
 
 class TaskTimeoutError(PoolError, TimeoutError):

@@ -8,8 +8,13 @@ Those modules import only what their arguments need; the heavy imports
 ``download`` does not pay for ``serve`` and start-up stays short.
 :func:`main` returns that code instead of exiting, so tests call it directly.
 
-Exit codes: 0 success, 1 a run with failures, 2 usage errors (one line on
-stderr, no traceback), 130 after Ctrl-C or SIGTERM.
+Exit codes: 0 success, 1 a run with failures, 2 usage errors, 130 after
+Ctrl-C or SIGTERM. A usage error prints, argparse style and with no
+traceback, the usage line of the sub-command it belongs to and then one
+``PROG COMMAND: error: MESSAGE`` line, on stderr; that holds for errors the
+handlers find (a missing URLS_FILE) as well as for those argparse finds.
+The program calls itself ``asyncconc`` when started as the console script
+and ``python -m asyncconc`` otherwise.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from asyncconc._errors import UsageError
+from asyncconc._printable import printable
 from asyncconc._runner import LOOP_NAMES
 
 __all__ = [
@@ -51,11 +58,27 @@ _COMMAND_MODULES = (
 Handler = Callable[[argparse.Namespace], int]
 
 
+class _ArgumentError(UsageError):
+    """A usage error that knows the parser (so the usage line) it belongs to."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises UsageError instead of exiting, so main() decides."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        raise _ArgumentError(self, message)
+
+
+def _prog_name() -> str:
+    """``asyncconc`` for the console script, ``python -m asyncconc`` otherwise."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if name.removesuffix(".exe").removesuffix("-script.py") == "asyncconc":
+        return "asyncconc"
+    return "python -m asyncconc"
 
 
 def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -101,28 +124,50 @@ def add_loop_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    from asyncconc import __version__
+
     parser = _Parser(
-        prog="python -m asyncconc",
+        prog=prog or _prog_name(),
         description="asyncconc: concurrency lessons as an asyncio toolkit.",
     )
+    parser.add_argument("--version", action="version", version=f"asyncconc {__version__}")
     subparsers = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
     for module_name in _COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    parser.set_defaults(_commands=subparsers.choices)
     return parser
+
+
+def _print_usage_error(parser: argparse.ArgumentParser, message: str) -> None:
+    """argparse's own shape: the usage line(s), then ``PROG: error: MESSAGE``."""
+    sys.stderr.write(f"{parser.format_usage()}{parser.prog}: error: {printable(message)}\n")
+    sys.stderr.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
+    command: argparse.ArgumentParser = parser
     try:
-        args = parser.parse_args(argv)
+        try:
+            args, extra = parser.parse_known_args(argv)
+        except SystemExit as exc:  # --help, --version: printed, done
+            return exc.code if isinstance(exc.code, int) else EXIT_OK
+        command = args._commands.get(args.command, parser)
+        if extra:
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
         handler: Handler = args.handler
         return handler(args)
+    except _ArgumentError as exc:
+        _print_usage_error(exc.parser, str(exc))
+        return EXIT_USAGE
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # Raised by a handler: it belongs to the sub-command that ran.
+        name = command.prog.rsplit(" ", 1)[-1]
+        _print_usage_error(command, str(exc).removeprefix(f"{name}: "))
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -11,8 +11,17 @@
 (C) coroutine tasks ``await asyncio.sleep(0.05)`` on 2 workers x
     concurrency 16, against the ideal tasks * 0.05 / 32.
 (D) construction to first result, each in a fresh interpreter (cold: for
-    LoopPool this includes booting the fork server), plus LoopPool warm (a
-    second pool in a process whose fork server is already running).
+    LoopPool this includes booting its fork server), plus a second LoopPool
+    in the same process (each pool boots its own fork server).
+(E) a 200 MB result and a 200 MB argument, LoopPool against
+    ProcessPoolExecutor, each in a fresh interpreter on a warm pool: best
+    wall time of 3 and the parent's peak RSS (the payload itself included).
+(F) replacing a worker: SIGKILL it, then time until a task submitted at
+    once has its result from the replacement (median of 7), for LoopPool's
+    fork server and for ``start_method="spawn"``.
+(G) DaskPool on a pool-owned LocalCluster of 2 workers (needs the dask
+    extra): start to first result, the sum of (A) warm and end to end,
+    tiny tasks/s through ``map``, and the naps of (C).
 
 Every library runs with its own defaults (start method included) unless a
 row says otherwise. Other work on the machine makes the figures noisy.
@@ -64,11 +73,12 @@ class Sizes:
     chunks: int
     tiny: int
     naps: int
+    payload: int
     nap_seconds: float = 0.05
 
 
-FULL = Sizes(n=10**8, chunks=8, tiny=20_000, naps=2_000)
-QUICK = Sizes(n=10**7, chunks=8, tiny=5_000, naps=320)
+FULL = Sizes(n=10**8, chunks=8, tiny=20_000, naps=2_000, payload=200 << 20)
+QUICK = Sizes(n=10**7, chunks=8, tiny=5_000, naps=320, payload=50 << 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +393,104 @@ def bench_first_result() -> list[Row]:
             return time.perf_counter() - start
 
     seconds = run(warm())
-    rows.append(Row("D first", "LoopPool", "warm (fork server up)", f"{seconds:.3f} s"))
+    rows.append(Row("D first", "LoopPool", "second pool, same process", f"{seconds:.3f} s"))
+    return rows
+
+
+# -- (E) big payloads ---------------------------------------------------------------
+
+
+def blob(size: int) -> bytes:
+    return b"x" * size
+
+
+def length(data: bytes) -> int:
+    return len(data)
+
+
+def payload(library: str, kind: str, size: int) -> None:
+    """Print the best of 3 seconds and this process's peak RSS (MB), fresh process."""
+    import resource
+
+    data = blob(size) if kind == "argument" else b""
+    best = float("inf")
+    if library == "LoopPool":
+
+        async def main() -> float:
+            fastest = float("inf")
+            async with LoopPool(1) as pool:
+                await pool.submit(inc, 1)
+                for _ in range(3):
+                    start = time.perf_counter()
+                    if kind == "argument":
+                        assert await pool.submit(length, data) == size
+                    else:
+                        assert len(await pool.submit(blob, size)) == size
+                    fastest = min(fastest, time.perf_counter() - start)
+            return fastest
+
+        best = run(main())
+    else:
+        with concurrent.futures.ProcessPoolExecutor(1) as executor:
+            executor.submit(inc, 1).result()
+            for _ in range(3):
+                start = time.perf_counter()
+                if kind == "argument":
+                    assert executor.submit(length, data).result() == size
+                else:
+                    assert len(executor.submit(blob, size).result()) == size
+                best = min(best, time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{best:.4f} {peak:.0f}")
+
+
+def bench_payloads(sizes: Sizes) -> list[Row]:
+    rows: list[Row] = []
+    mb = sizes.payload >> 20
+    for kind in ("result", "argument"):
+        times: dict[str, float] = {}
+        for library in ("ProcessPoolExecutor", "LoopPool"):
+            done = subprocess.run(
+                [sys.executable, __file__, "--payload", library, kind, str(sizes.payload)],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=300,
+            )
+            seconds, peak = done.stdout.split()
+            times[library] = float(seconds)
+            ratio = ""
+            if library == "LoopPool":
+                ratio = f"{times['ProcessPoolExecutor'] / times[library]:.2f}x PPE speed"
+            what = f"{mb} MB {kind} (parent peak {peak} MB)"
+            rows.append(Row("E big", library, what, f"{float(seconds):.3f} s", ratio))
+    return rows
+
+
+# -- (F) replacing a worker -----------------------------------------------------------
+
+
+def bench_replacement() -> list[Row]:
+    import signal
+    import statistics
+
+    async def measure(method: Any) -> float:
+        samples: list[float] = []
+        async with LoopPool(1, start_method=method, retries=1) as pool:
+            for _ in range(7):
+                victim = await pool.submit(os.getpid)
+                start = time.perf_counter()
+                os.kill(victim, signal.SIGKILL)
+                while await pool.submit(os.getpid) == victim:
+                    pass
+                samples.append(time.perf_counter() - start)
+        return statistics.median(samples)
+
+    rows = []
+    for method in ("forkserver", "spawn"):
+        seconds = run(measure(method))
+        what = f"kill -> next result ({method})"
+        rows.append(Row("F replace", "LoopPool", what, f"{seconds * 1000:.1f} ms"))
     return rows
 
 
@@ -404,12 +511,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
     parser.add_argument(
-        "--sections", default="ABCD", help="which sections to run, e.g. A or BC (default: ABCD)"
+        "--sections",
+        default="ABCDEFG",
+        help="which sections to run, e.g. A or BC (default: ABCDEFG)",
     )
     parser.add_argument("--first-result", metavar="LIBRARY", help=argparse.SUPPRESS)
+    parser.add_argument("--payload", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.first_result:
         first_result(args.first_result)
+        return 0
+    if args.payload:
+        library, kind, size = args.payload
+        payload(library, kind, int(size))
         return 0
     sizes = QUICK if args.quick else FULL
     workers = len(os.sched_getaffinity(0))
@@ -425,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
         "B": lambda: bench_tiny(sizes, workers),
         "C": lambda: bench_naps(sizes),
         "D": bench_first_result,
+        "E": lambda: bench_payloads(sizes),
+        "F": bench_replacement,
+        "G": lambda: bench_dask(sizes),  # Dask section: defined at the end
     }
     for name, bench in benches.items():
         if name not in args.sections.upper():
@@ -437,6 +554,75 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render(rows))
     return 0
+
+
+# -- (G) DaskPool on a LocalCluster -------------------------------------------
+
+DASK_TINY = {True: 50_000, False: 200_000}
+
+
+def bench_dask(sizes: Sizes) -> list[Row]:
+    """DaskPool figures beside LoopPool's; 2 workers, as the targets assume."""
+    try:
+        import distributed  # noqa: F401 - only to say whether it is there
+    except ImportError:
+        return [Row("G dask", "DaskPool", "skipped", "pip install 'asyncconc[dask]'")]
+    from asyncconc import DaskPool
+
+    n = sizes.n
+    ranges = split_range(1, n + 1, sizes.chunks)
+    expected = n * (n + 1) // 2
+    total, single = _timed(lambda: partial_sum(1, n + 1))
+    assert total == expected
+    tiny = DASK_TINY[sizes is QUICK]
+    count, seconds = sizes.naps, sizes.nap_seconds
+    ideal = count * seconds / 32
+
+    async def measure() -> list[Row]:
+        rows: list[Row] = []
+        start = time.perf_counter()
+        async with DaskPool(workers=2, concurrency=16) as pool:
+            assert await pool.submit(inc, 1) == 2
+            first = time.perf_counter() - start
+            rows.append(
+                Row("G dask", "DaskPool", "cluster start -> first result", f"{first:.3f} s")
+            )
+            got, warm = await _atimed(lambda: _asum(pool.starmap(partial_sum, ranges)), repeat=1)
+            assert got == expected
+            rows.append(
+                Row("G dask", "DaskPool", "sum warm (compute only)", f"{warm:.2f} s",
+                    f"{single / warm:.2f}x")
+            )  # fmt: skip
+            got, wall = await _atimed(lambda: _asum(pool.map(inc, range(tiny))), repeat=1)
+            assert got == tiny * (tiny + 1) // 2
+            rows.append(
+                Row("G dask", "DaskPool", f"map {tiny:,} tiny tasks", f"{tiny / wall:,.0f} /s")
+            )
+            start = time.perf_counter()
+            async for _ in pool.map(nap, [seconds] * count):
+                pass
+            wall = time.perf_counter() - start
+            rows.append(
+                Row("G dask", "DaskPool", f"{count} x sleep({seconds}), 2 x 16", f"{wall:.2f} s",
+                    f"{wall / ideal:.3f} x ideal")
+            )  # fmt: skip
+        start = time.perf_counter()
+        async with DaskPool(workers=2) as pool:
+            got = await _asum(pool.starmap(partial_sum, ranges))
+        end_to_end = time.perf_counter() - start
+        assert got == expected
+        rows.insert(
+            2,
+            Row("G dask", "DaskPool", "sum end to end (start+work+stop)", f"{end_to_end:.2f} s",
+                f"{single / end_to_end:.2f}x"),
+        )  # fmt: skip
+        return rows
+
+    return run(measure())
+
+
+async def _asum(results: Any) -> int:
+    return sum([x async for x in results])
 
 
 if __name__ == "__main__":

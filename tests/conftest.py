@@ -58,6 +58,8 @@ def files_under(root: Path) -> set[str]:
     """Every file (and symlink) below ``root``, as POSIX paths relative to it."""
     found: set[str] = set()
     for folder, dirs, files in os.walk(root):
+        # The downloader's record of what it saved (downloader/_index.py).
+        files = [f for f in files if f != ".asyncconc-index.jsonl"]
         for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
             found.add(Path(folder, name).relative_to(root).as_posix())
     return found

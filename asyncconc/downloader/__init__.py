@@ -8,6 +8,7 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
+    from asyncconc.downloader._download import download
     from asyncconc.downloader._models import (
         DownloadEvent,
         DownloadFinished,
@@ -17,7 +18,7 @@ if _typing.TYPE_CHECKING:
         DownloadStarted,
         parse_url_list,
     )
-    from asyncconc.downloader._pipeline import Downloader, DownloaderOptions, download
+    from asyncconc.downloader._pipeline import Downloader, DownloaderOptions
 
 __all__ = [
     "DownloadEvent",
@@ -32,13 +33,13 @@ __all__ = [
     "parse_url_list",
 ]
 
-_PIPELINE = frozenset({"Downloader", "DownloaderOptions", "download"})
+_MODULES = {"Downloader": "_pipeline", "DownloaderOptions": "_pipeline", "download": "_download"}
 
 
 def __getattr__(name: str) -> _typing.Any:
     if name not in __all__:
         raise AttributeError(f"module 'asyncconc.downloader' has no attribute {name!r}")
-    module = "_pipeline" if name in _PIPELINE else "_models"
+    module = _MODULES.get(name, "_models")
     value = getattr(_importlib.import_module(f"asyncconc.downloader.{module}"), name)
     globals()[name] = value
     return value

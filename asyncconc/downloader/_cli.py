@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncconc._errors import UsageError
+from asyncconc._printable import printable
 from asyncconc._runner import run
 from asyncconc.downloader._models import (
     DownloadEvent,
@@ -26,7 +27,6 @@ from asyncconc.downloader._models import (
 )
 from asyncconc.downloader._reporting import (
     LineReporter,
-    LiveReporter,
     Reporter,
     Tally,
     print_line,
@@ -43,9 +43,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "download",
         help="download many files at once over HTTP",
+        usage="%(prog)s [options] URLS_FILE",
         description=(
-            "Download every URL of URLS_FILE concurrently. Lines: URL [NAME] [sha256=HEX]; "
-            "blank lines and lines starting with # are ignored; '-' reads stdin. "
+            "Download every URL of URLS_FILE concurrently. Lines: URL [NAME] [sha256=HEX] "
+            "[# comment]; blank lines and lines starting with # are ignored; '-' reads stdin. "
             "Data goes to NAME.part and is renamed when complete; existing files are "
             "skipped and .part files resumed."
         ),
@@ -88,7 +89,7 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="'K: V'",
-        help="extra request header (repeatable)",
+        help="extra request header (repeatable; not Range, which resuming sets)",
     )
     parser.add_argument(
         "--workers",
@@ -98,7 +99,21 @@ def register(subparsers: Any) -> None:
         help="shard the list over W worker processes, each with its own event loop "
         "(default: one process)",
     )
+    parser.add_argument(
+        "--split",
+        type=int_at_least(1, 64),
+        default=1,
+        metavar="N",
+        help="fetch each file of 2 MiB or more in up to N Range segments at once, "
+        "when the server allows (default: 1)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="download files that exist")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="re-check files saved by an earlier run (If-None-Match / If-Modified-Since) "
+        "and download again only those that changed",
+    )
     parser.add_argument("--no-resume", action="store_true", help="restart .part files from zero")
     parser.add_argument("--report", metavar="FILE.json", help="write a JSON report of every URL")
     parser.add_argument(
@@ -106,6 +121,9 @@ def register(subparsers: Any) -> None:
     )
     add_loop_option(parser)
     parser.set_defaults(handler=_handle)
+
+
+_OWN_HEADERS = frozenset({"range", "if-range"})
 
 
 def _parse_headers(values: Sequence[str]) -> dict[str, str]:
@@ -117,6 +135,13 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
             raise UsageError(f"--header {value!r}: expected 'Name: value'")
         if any(c in content for c in "\r\n\x00"):
             raise UsageError(f"--header {value!r}: the value may not contain line breaks")
+        if name.lower() in _OWN_HEADERS:
+            # A fixed Range would fight resuming (.part files ask for the rest)
+            # and make every file a fragment: refused, like an unknown option.
+            raise UsageError(
+                f"--header {value!r}: {name} is set by the downloader "
+                "(to resume .part files) and cannot be given"
+            )
         headers[name] = content.strip()
     return headers
 
@@ -181,6 +206,13 @@ def _handle(args: argparse.Namespace) -> int:
     lines = _read_lines(args.urls_file)
     dest = _prepare_output(args.output)
     requests = list(parse_url_list(lines))
+    if not requests:
+        # Nothing to do is not a failure (wget -i says the same and exits 0).
+        where = "stdin" if args.urls_file == "-" else args.urls_file
+        print_line(sys.stdout, f"no URLs in {printable(where)}")
+        if args.report is not None:
+            write_report(args.report, [])
+        return 0
     return run_download(
         requests,
         dest,
@@ -197,22 +229,53 @@ def _handle(args: argparse.Namespace) -> int:
             "headers": headers,
             "overwrite": args.overwrite,
             "resume": not args.no_resume,
+            "update": args.update,
             # The sha256 of every file is only shown in the report; hashing
             # costs about a quarter of the CPU of a large download.
             "checksum": args.report is not None,
+            "split": args.split,
         },
     )
 
 
-def _make_reporter(stdout: Any, *, quiet: bool, total: int) -> Reporter:
+def _make_reporter(stdout: Any, *, quiet: bool, total: int, tally: Tally) -> Reporter:
     if not quiet and stdout.isatty():
-        from rich.console import Console  # ~30 ms: only for the live display
+        from asyncconc.downloader._live import LiveReporter  # only for the live display
 
-        return LiveReporter(Console(file=stdout), total_files=total)
+        return LiveReporter(stdout, total_files=total, tally=tally)
     return LineReporter(stdout, quiet=quiet)
 
 
-_INTERRUPTED = "interrupted before it finished (a .part file, if any, is kept for resuming)"
+_NOT_STARTED = "not started (interrupted)"
+
+
+def _fit_open_file_limit(options: dict[str, Any], workers: int | None) -> None:
+    """Raise the soft open-file limit to the hard one; say so if -j must shrink.
+
+    The downloader itself lowers its concurrency to what the limit allows
+    (EMFILE is back-pressure, never a failure); this is the one line that
+    tells the user why the run is less parallel than asked.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX: no such limit
+        return
+    from asyncconc.downloader._limits import fd_concurrency, raise_open_file_limit
+
+    raise_open_file_limit()
+    jobs = int(options.get("concurrency", 16))
+    shards = max(1, workers or 1)
+    per_process = -(-jobs // shards)
+    allowed = fd_concurrency(per_process)
+    if allowed < per_process:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        where = " per worker process" if workers else ""
+        print_line(
+            sys.stderr,
+            f"note: -j {jobs} lowered to {allowed} downloads at once{where}: "
+            f"the open-file limit is {soft} (ulimit -n)",
+        )
+
 
 RequestSource = Callable[[contextlib.AsyncExitStack], Awaitable[list[DownloadRequest]]]
 
@@ -240,24 +303,29 @@ def run_download(
     tally = Tally()
     requests: list[DownloadRequest] = source if isinstance(source, list) else []
     finished: dict[int, DownloadResult] = {}
+    # What was in flight when the run was interrupted, as it was left.
+    cut: dict[int, DownloadResult] = {}
     reporter: Reporter | None = None
 
-    from asyncconc.downloader._pipeline import Downloader
-    from asyncconc.downloader._sharded import run_sharded
+    _fit_open_file_limit(options or {}, workers)
 
     async def main() -> None:
         nonlocal reporter, requests
         async with contextlib.AsyncExitStack() as stack:
             if not isinstance(source, list):
                 requests = await source(stack)
-            shown = _make_reporter(out, quiet=quiet, total=len(requests))
+            shown = _make_reporter(out, quiet=quiet, total=len(requests), tally=tally)
             reporter = shown
+            if not requests:
+                return  # nothing to fetch: aiohttp (~0.1 s of imports) is never loaded
 
             def on_event(event: DownloadEvent) -> None:
                 tally(event)
                 shown(event)
 
             if workers is not None:
+                from asyncconc.downloader._sharded import run_sharded
+
                 items = run_sharded(
                     requests,
                     dest,
@@ -265,13 +333,19 @@ def run_download(
                     on_event=on_event,
                     options=options or {},
                     loop=loop,
+                    leftover=cut.__setitem__,
                 )
                 async with contextlib.aclosing(items):
                     async for index, result in items:
                         finished[index] = result
                 return
+            from asyncconc.downloader._pipeline import Downloader
+
             downloader = Downloader(dest, on_event=on_event, **(options or {}))
-            async with downloader, contextlib.aclosing(downloader._run(requests)) as items:
+            async with (
+                downloader,
+                contextlib.aclosing(downloader._run(requests, leftover=cut.__setitem__)) as items,
+            ):
                 async for index, result in items:
                     finished[index] = result
 
@@ -281,15 +355,17 @@ def run_download(
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        tally.stop()
         if reporter is not None:
             with contextlib.suppress(Exception):
                 reporter.close()
     results = [
-        finished.get(i) or DownloadResult.unfinished(request, _INTERRUPTED)
+        finished.get(i) or cut.get(i) or DownloadResult.unfinished(request, _NOT_STARTED)
         for i, request in enumerate(requests)
     ]
-    if interrupted:
-        tally.add_failed(len(requests) - len(finished))
+    # The counts come from the results (one per line), not from the events:
+    # after an interrupt some results were never announced by an event.
+    tally.count(results)
     print_line(out, summary_line(tally, interrupted=interrupted))
     if report is not None:
         write_report(report, results)

@@ -4,15 +4,21 @@ This is the only module that talks to aiohttp; its errors are translated
 here (``raise FetchError(...) from exc``). Per-URL failures come back as a
 failed :class:`DownloadResult`; cancellation propagates, keeping ``.part``.
 
-Retry classes: 5xx, 408, 429, connection errors, timeouts and bodies that end
-early are transient (retried with exponential backoff and jitter, honouring
-``Retry-After`` up to a bound); a retry after a partial body resumes with
-``Range``. Any other 4xx fails at once.
+Retry classes: 5xx, 408, 429 and the network failures that
+:mod:`~asyncconc.downloader._failures` marks transient (refused, reset,
+timeouts, bodies that end early) are retried with exponential backoff and
+jitter, honouring ``Retry-After`` up to a bound; a retry after a partial
+body resumes with ``Range``. Any other 4xx, a name that does not resolve and
+a TLS failure fail at once. Running out of file descriptors (EMFILE) is
+back-pressure: waited for, never counted as an attempt. A full disk
+(ENOSPC) fails the download, keeps its ``.part`` and sets
+``FetchContext.disk_full`` so the pipeline starts nothing new.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import os
 import random
@@ -28,7 +34,9 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from asyncconc._errors import DownloadError, FetchError, HTTPStatusError, RedirectError
+from asyncconc._errors import DownloadError, FetchError, HTTPStatusError, RedirectError, WriteError
+from asyncconc.downloader._failures import classify, is_emfile, is_enospc
+from asyncconc.downloader._index import SavedIndex, SavedRecord
 from asyncconc.downloader._models import (
     DownloadEvent,
     DownloadFinished,
@@ -39,12 +47,22 @@ from asyncconc.downloader._models import (
     Status,
     url_problem,
 )
-from asyncconc.downloader._naming import NameClaimer, choose_name
-from asyncconc.downloader._writing import PartFile, read_resume_info
+from asyncconc.downloader._naming import PART_SUFFIX, NameClaimer, choose_name
+from asyncconc.downloader._segmented import (
+    SegmentedFetch,
+    SegmentRestart,
+    SegmentRetry,
+    resume_segmented,
+    start_segmented,
+)
+from asyncconc.downloader._writing import PartFile, part_path, read_resume_info
 
 __all__ = ["FetchContext", "RetryPolicy", "fetch"]
 
 MAX_REDIRECTS = 10
+# Waits for a free file descriptor before EMFILE counts as a failure after all
+# (each wait ends when another download finishes, or after a second).
+MAX_BACKPRESSURE_WAITS = 600
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TRANSIENT_STATUSES = frozenset({408, 429})
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
@@ -100,8 +118,27 @@ class FetchContext:
     emit: Callable[[DownloadEvent], None]
     checksum: bool = True
     name_limit: int = 255
+    # What earlier runs saved into dest (None: do not use or keep records).
+    index: SavedIndex | None = None
+    # Re-check recorded complete files with a conditional request.
+    update: bool = False
+    split: int = 1  # connections per file (--split); see _segmented
+    # Set when a write hit ENOSPC: the pipeline starts no new downloads.
+    disk_full: bool = False
     _host_slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     _real_dest: str | None = None
+    _ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def download_ended(self) -> None:
+        """One download released its descriptors: wake those waiting for one."""
+        self._ended.set()
+        self._ended = asyncio.Event()
+
+    async def wait_for_descriptors(self) -> None:
+        """Until another download ends, or one second (it may be the only one)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self._ended.wait()
 
     def real_dest(self) -> str:
         if self._real_dest is None:
@@ -118,23 +155,46 @@ class FetchContext:
         return slot
 
 
-async def fetch(ctx: FetchContext, request: DownloadRequest) -> DownloadResult:
-    """Download ``request`` into ``ctx.dest``; never raises for a per-URL failure."""
+INTERRUPTED = "interrupted before it finished"
+
+
+async def fetch(
+    ctx: FetchContext,
+    request: DownloadRequest,
+    *,
+    interrupted: Callable[[DownloadResult], None] | None = None,
+) -> DownloadResult:
+    """Download ``request`` into ``ctx.dest``; never raises for a per-URL failure.
+
+    Cancellation propagates; before it does, ``interrupted`` (if given) gets
+    what the cancelled download leaves behind: ``ok`` when the file was
+    complete and renamed all the same (a commit finishing in its thread),
+    else ``failed`` with the ``.part`` kept (``DownloadResult.part``).
+    """
     job = _Job(ctx, request)
     try:
         result = await job.run()
     except DownloadError as exc:
         result = job.result("failed", error=str(exc))
+    except asyncio.CancelledError:
+        if interrupted is not None:
+            interrupted(job.interrupted_result())
+        raise
+    finally:
+        ctx.download_ended()
     ctx.emit(DownloadFinished(result))
     return result
 
 
 class _Transient(Exception):
-    """A failure worth retrying."""
+    """A failure worth retrying (``backpressure``: without counting an attempt)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, backpressure: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.backpressure = backpressure
 
 
 class _Reissue(Exception):
@@ -152,10 +212,27 @@ class _Job:
         self.name_fixed = request.name is not None
         self.note: str | None = None
         self.size = 0
+        # Segments per file; dropped to 1 when the server will not do ranges.
+        # Not with a per-host limit: every segment is another connection.
+        self.split = ctx.split if ctx.per_host is None else 1
+        self._part: PartFile | None = None
+        # The record of a complete file being re-checked (update=True).
+        self.recorded: SavedRecord | None = None
 
     def result(
-        self, status: Status, *, error: str | None = None, sha256: str | None = None
+        self,
+        status: Status,
+        *,
+        error: str | None = None,
+        sha256: str | None = None,
+        unchanged: bool | None = None,
     ) -> DownloadResult:
+        kept: str | None = None
+        if status == "failed" and self.rel is not None:
+            # One lstat, on failures only: the report names what a rerun resumes.
+            part = part_path(self.target)
+            if os.path.lexists(part):
+                kept = self.rel.as_posix() + PART_SUFFIX
         return DownloadResult(
             url=self.request.url,
             path=self.rel.as_posix() if self.rel is not None else None,
@@ -167,7 +244,16 @@ class _Job:
             seconds=round(time.monotonic() - self.started, 6),
             line=self.request.line,
             note=self.note,
+            part=kept,
+            unchanged=unchanged,
         )
+
+    def interrupted_result(self) -> DownloadResult:
+        """How this job stands after a cancel (its ``.part`` already saved)."""
+        part = self._part
+        if part is not None and part.committed:
+            return self.result("ok", sha256=part.digest)
+        return self.result("failed", error=INTERRUPTED)
 
     async def _claim(self, wanted: PurePosixPath) -> None:
         if self.rel is not None:
@@ -197,13 +283,34 @@ class _Job:
         request = self.request
         if request.problem is not None:
             return self.result("failed", error=request.problem)
-        wanted = request.name or PurePosixPath(
-            choose_name(request.url, None, limit=self.ctx.name_limit)
+        ctx = self.ctx
+        record = None
+        if ctx.index is not None and not ctx.overwrite:
+            record = ctx.index.get(request.url)
+            if record is not None and request.name is not None and record.path != request.name:
+                record = None  # the list names another file now
+        wanted = request.name or (
+            record.path
+            if record is not None
+            else PurePosixPath(choose_name(request.url, None, limit=ctx.name_limit))
         )
         await self._claim(wanted)
+        if record is not None and self.rel == record.path:
+            # Saved complete by an earlier run and unchanged on disk since:
+            # known without asking the server.
+            self.name_fixed = True
+            self.size = record.size
+            if not ctx.update:
+                return self.result("skipped")
+            self.recorded = record
+        elif not self.name_fixed:
+            await self._avoid_other_urls_files(wanted)
+            if not ctx.overwrite and self._target_exists() and (skipped := await self._probe()):
+                return skipped
         if skipped := self._skip_if_complete():
             return skipped
         reissues = 0
+        waits = 0
         while True:
             self.attempts += 1
             try:
@@ -216,13 +323,86 @@ class _Job:
                         "the server's answers keep changing", url=request.url
                     ) from None
             except _Transient as exc:
+                if exc.backpressure and waits < MAX_BACKPRESSURE_WAITS:
+                    # Out of file descriptors: not this URL's fault. Wait for
+                    # another download to end (or a moment) and go again.
+                    self.attempts -= 1
+                    waits += 1
+                    await self.ctx.wait_for_descriptors()
+                    continue
                 if self.attempts > self.ctx.policy.retries:
                     tries = f"{self.attempts} attempt{'s' if self.attempts > 1 else ''}"
                     raise FetchError(f"{exc} (gave up after {tries})", url=request.url) from None
                 await asyncio.sleep(self.ctx.policy.delay(self.attempts, exc.retry_after))
 
+    async def _avoid_other_urls_files(self, wanted: PurePosixPath) -> None:
+        """A name that holds the file saved from another URL is not ours."""
+        index = self.ctx.index
+        if index is None:
+            return
+        held: list[PurePosixPath] = []
+        while self.rel is not None and len(held) < 100:
+            owner = index.owner(self.rel)
+            if owner is None or owner == self.request.url:
+                break
+            held.append(self.rel)
+            self.rel = await self.ctx.names.aclaim(wanted)
+            self._target = None
+        if held:
+            for path in held:
+                self.ctx.names.release(path)
+            assert self.rel is not None
+            self.note = (
+                f"{wanted.as_posix()!r} holds the file saved from another URL, "
+                f"stored as {self.rel.as_posix()!r}"
+            )
+
+    async def _probe(self) -> DownloadResult | None:
+        """A file of this URL's name exists, with no record: ask HEAD, not GET.
+
+        One request and no body bytes: the server's name (Content-Disposition)
+        says whether the existing file is this URL's. Any trouble falls back
+        to the GET, which retries properly.
+        """
+        headers = CIMultiDict(self.ctx.headers)
+        headers.setdefault("Accept-Encoding", "identity")
+        try:
+            response = await self._open(headers, method="HEAD")
+        except (_Transient, DownloadError):
+            return None
+        try:
+            if not 200 <= response.status < 300:
+                return None
+            disposition = response.headers.get("Content-Disposition")
+            etag = response.headers.get("ETag")
+            last_modified = response.headers.get("Last-Modified")
+            length = response.content_length
+        finally:
+            response.release()
+        self.name_fixed = True
+        wanted = PurePosixPath(
+            choose_name(self.request.url, disposition, limit=self.ctx.name_limit)
+        )
+        assert self.rel is not None
+        if wanted.name != self.rel.name:
+            await self._claim(wanted)
+            await self._avoid_other_urls_files(wanted)
+        skipped = self._skip_if_complete()
+        if skipped is not None and self.ctx.index is not None and length in (None, self.size):
+            assert self.rel is not None
+            self.ctx.index.add(self.request.url, self.rel, etag=etag, last_modified=last_modified)
+        return skipped
+
+    def _target_exists(self) -> bool:
+        # One lstat on the loop, like _skip_if_complete's (no thread hop).
+        return os.path.lexists(self.target)
+
+    def _remember(self, etag: str | None, last_modified: str | None) -> None:
+        if self.ctx.index is not None and self.rel is not None:
+            self.ctx.index.add(self.request.url, self.rel, etag=etag, last_modified=last_modified)
+
     def _skip_if_complete(self) -> DownloadResult | None:
-        if not self.name_fixed or self.ctx.overwrite:
+        if not self.name_fixed or self.ctx.overwrite or self.recorded is not None:
             return None
         try:
             stat = self.target.lstat()
@@ -260,8 +440,18 @@ class _Job:
         self._check_inside()
         headers = CIMultiDict(self.ctx.headers)
         headers.setdefault("Accept-Encoding", "identity")
+        if self.recorded is not None:
+            # update=True: the server says whether the saved file is current.
+            if self.recorded.etag:
+                headers["If-None-Match"] = self.recorded.etag
+            if self.recorded.last_modified:
+                headers["If-Modified-Since"] = self.recorded.last_modified
         offset = 0
         info = read_resume_info(self.target) if self.ctx.resume else None
+        if info is not None and info.segmented is not None:
+            resumed = await self._segmented(None, info.segmented)
+            assert resumed is not None  # a saved state is always taken up
+            return resumed
         if info is not None and info.size > 0 and info.url in (None, self.request.url):
             offset = info.size
             headers["Range"] = f"bytes={offset}-"
@@ -280,18 +470,22 @@ class _Job:
         finally:
             response.release()
 
-    async def _open(self, headers: CIMultiDict[str]) -> aiohttp.ClientResponse:
-        """GET, following up to 10 redirects by hand (to name loops clearly)."""
+    async def _open(
+        self, headers: CIMultiDict[str], *, method: str = "GET"
+    ) -> aiohttp.ClientResponse:
+        """GET (or HEAD), following up to 10 redirects by hand (to name loops clearly)."""
         url = self.request.url
         origin = urlsplit(url)[:2]
         seen = {url}
         for _ in range(MAX_REDIRECTS + 1):
             try:
-                response = await self._get(url, headers, foreign=urlsplit(url)[:2] != origin)
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-                raise _Transient(_describe(exc)) from exc
-            except (aiohttp.ClientError, ValueError) as exc:
-                raise FetchError(_describe(exc), url=self.request.url) from exc
+                response = await self._get(
+                    url, headers, foreign=urlsplit(url)[:2] != origin, method=method
+                )
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise self._failure(exc, url) from exc
+            except ValueError as exc:  # e.g. a header aiohttp will not send
+                raise FetchError(f"cannot send the request: {exc}", url=self.request.url) from exc
             if response.status not in _REDIRECTS:
                 return response
             location = response.headers.get("Location")
@@ -312,7 +506,7 @@ class _Job:
         raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=self.request.url)
 
     async def _get(
-        self, url: str, headers: CIMultiDict[str], *, foreign: bool
+        self, url: str, headers: CIMultiDict[str], *, foreign: bool, method: str = "GET"
     ) -> aiohttp.ClientResponse:
         session = self.ctx.session
         options: dict[str, Any] = {
@@ -321,7 +515,7 @@ class _Job:
             "timeout": self.ctx.timeout,
         }
         if not (foreign and _carries_credentials(session)):
-            return await session.get(url, headers=headers, **options)
+            return await session.request(method, url, headers=headers, **options)
         # A caller's session may add credentials to every request (default
         # headers, auth) and aiohttp cannot leave them out of one request. So
         # another origin is asked through a bare session on the same
@@ -332,13 +526,16 @@ class _Job:
         merged.update(headers)
         bare = aiohttp.ClientSession(connector=session.connector, connector_owner=False)
         try:
-            return await bare.get(url, headers=merged, **options)
+            return await bare.request(method, url, headers=merged, **options)
         finally:
             await bare.close()  # the pool stays open: it is the caller's
 
     async def _receive(self, response: aiohttp.ClientResponse, offset: int) -> DownloadResult:
         status = response.status
         url = self.request.url
+        if status == 304 and self.recorded is not None:
+            self.size = self.recorded.size
+            return self.result("skipped", unchanged=True)
         if status == 416 and offset > 0:
             return await self._on_416(response, offset)
         if status >= 500 or status in _TRANSIENT_STATUSES:
@@ -358,14 +555,28 @@ class _Job:
                 )
             )
             assert self.rel is not None
-            if wanted.name != self.rel.name:
+            # The URL's own name was claimed already (and kept clear of other
+            # URLs' files); only a server-given name needs claiming now.
+            url_name = PurePosixPath(choose_name(url, None, limit=self.ctx.name_limit))
+            if wanted != url_name and wanted.name != self.rel.name:
                 await self._claim(wanted)
+                await self._avoid_other_urls_files(wanted)
                 if offset > 0 or (self.ctx.resume and read_resume_info(self.target)):
                     raise _Reissue  # the Range we sent was for another name
             if skipped := self._skip_if_complete():
+                # An unrecorded complete file: record it, so that the next
+                # run needs no request for it at all.
+                if response.content_length in (None, self.size):
+                    self._remember(
+                        response.headers.get("ETag"), response.headers.get("Last-Modified")
+                    )
                 return skipped
             self._check_inside()
 
+        if status == 200 and self.split > 1:
+            segmented = await self._segmented(response, None)
+            if segmented is not None:
+                return segmented
         if status == 206:
             first, total = _content_range(response.headers.get("Content-Range"))
             if first != offset:
@@ -391,6 +602,7 @@ class _Job:
             checksum=self._checksum,
         )
         assert self.rel is not None
+        self._part = part
         emit = self.ctx.emit
         url = self.request.url
         done = False
@@ -400,14 +612,17 @@ class _Job:
             try:
                 await part.start(offset)
             except DownloadError as exc:
-                raise type(exc)(str(exc), url=url) from exc
+                raise self._write_failure(exc) from exc
             emit(DownloadStarted(url, self.rel.as_posix(), expected, offset))
             try:
                 async for chunk in response.content.iter_any():
-                    await part.write(chunk)
+                    try:
+                        await part.write(chunk)
+                    except WriteError as exc:
+                        raise self._write_failure(exc) from exc
                     emit(DownloadProgress(url, len(chunk)))
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-                raise _Transient(_describe(exc)) from exc
+                raise self._failure(exc, str(response.url)) from exc
             self.size = part.size
             if expected is not None and part.size < expected:
                 raise _Transient(f"body ended early: {part.size} of {expected} bytes")
@@ -415,13 +630,62 @@ class _Job:
                 digest = await part.commit(
                     expected_size=expected, expected_sha256=self.request.sha256
                 )
+            except WriteError as exc:
+                raise self._write_failure(exc) from exc
             except DownloadError as exc:
                 raise type(exc)(str(exc), url=url) from exc
             done = True
+            self._remember(headers.get("ETag"), headers.get("Last-Modified"))
         finally:
             self.size = part.size
             if not done:
                 part.keep()
+        return self.result("ok", sha256=digest)
+
+    async def _segmented(
+        self, response: aiohttp.ClientResponse | None, state: dict[str, Any] | None
+    ) -> DownloadResult | None:
+        """The ``--split`` path: a fresh ``response`` (200) or a saved ``state``.
+
+        ``None``: the answer cannot be segmented; it is saved on one connection.
+        """
+        assert self.rel is not None
+        fetch = SegmentedFetch(
+            session=self.ctx.session,
+            url=self.request.url,
+            rel=self.rel.as_posix(),
+            target=self.target,
+            headers=self.ctx.headers,
+            timeout=self.ctx.timeout,
+            emit=self.ctx.emit,
+            checksum=self._checksum,
+            expected_sha256=self.request.sha256,
+        )
+        try:
+            if response is not None:
+                done = await start_segmented(fetch, response, self.split)
+                if done is None:
+                    return None
+            else:
+                assert state is not None
+                done = await resume_segmented(fetch, state)
+        except SegmentRetry as exc:
+            raise _Transient(str(exc)) from exc
+        except SegmentRestart as exc:
+            self._discard_part()
+            if exc.split_off:
+                self.split = 1
+            raise _Reissue from exc
+        self.size, digest = done
+        if response is not None:
+            self._remember(response.headers.get("ETag"), response.headers.get("Last-Modified"))
+        else:
+            assert state is not None
+            etag, modified = state.get("etag"), state.get("last_modified")
+            self._remember(
+                etag if isinstance(etag, str) else None,
+                modified if isinstance(modified, str) else None,
+            )
         return self.result("ok", sha256=digest)
 
     async def _on_416(self, response: aiohttp.ClientResponse, offset: int) -> DownloadResult:
@@ -437,6 +701,7 @@ class _Job:
                 last_modified=info.last_modified if info else None,
                 checksum=self._checksum,
             )
+            self._part = part
             try:
                 await part.start(offset)
                 digest = await part.commit(expected_size=total, expected_sha256=self.request.sha256)
@@ -447,9 +712,30 @@ class _Job:
                 part.keep()  # cancelled: close the descriptor, the .part stays
                 raise
             self.size = offset
+            self._remember(info.etag if info else None, info.last_modified if info else None)
             return self.result("ok", sha256=digest)
         self._discard_part()
         raise _Reissue
+
+    def _failure(self, exc: BaseException, url: str) -> Exception:
+        """The exception to raise for ``exc``: retried, waited for, or final."""
+        timeout = self.ctx.timeout
+        failure = classify(
+            exc, url, connect_timeout=timeout.sock_connect, read_timeout=timeout.sock_read
+        )
+        if failure.retry:
+            return _Transient(failure.message, backpressure=failure.backpressure)
+        return FetchError(failure.message, url=self.request.url)
+
+    def _write_failure(self, exc: DownloadError) -> Exception:
+        """A file-system error: EMFILE is waited for, ENOSPC stops new downloads."""
+        if is_emfile(exc):
+            return _Transient("too many open files", backpressure=True)
+        if is_enospc(exc):
+            self.ctx.disk_full = True
+            where = f" ({self.rel.as_posix()}{PART_SUFFIX} kept for resuming)" if self.rel else ""
+            return WriteError(f"no space left on device{where}", url=self.request.url)
+        return type(exc)(str(exc), url=self.request.url)
 
     def _discard_part(self) -> None:
         PartFile(self.target, url=self.request.url, etag=None, last_modified=None).discard()
@@ -477,12 +763,3 @@ def _retry_after(headers: CIMultiDictProxy[str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out (no data within the timeout)"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return f"body ended early ({exc})"
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text

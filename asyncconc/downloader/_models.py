@@ -122,12 +122,56 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _line_problem(fields: list[str], number: int) -> str | None:
+    """What is wrong with a line's fields that ``from_line`` cannot see."""
+    if len(fields) < 2 or fields[1].lower().startswith("sha256="):
+        return None
+    url, name = fields[0], fields[1]
+    if _SCHEME.match(name):
+        # URL<TAB>URL: the second URL would become a folder "http:/host/...".
+        return f"line {number}: the second field {name!r} is a URL, not a name (one URL per line)"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None  # from_line says what is wrong with it
+    if parts.netloc and not parts.path and not parts.query and not parts.fragment:
+        # "http://exa mple.com/x": a space split the URL; "http://exa" alone
+        # would be a lookup of the host "exa". A root page saved under a name
+        # is written "http://host/ NAME".
+        return (
+            f"line {number}: invalid URL {f'{url} {name}'!r}: a space inside it? "
+            "(write a space as %20; for a site's root page under a name, end the URL with /)"
+        )
+    return None
+
+
 def parse_url_list(lines: Iterable[str]) -> Iterator[DownloadRequest]:
-    """Requests from the lines of a URL list (1-based line numbers)."""
+    """Requests from the lines of a URL list (1-based line numbers).
+
+    A line is ``URL [NAME] [sha256=HEX] [# comment]``: a field starting
+    with ``#`` ends the line's fields (so a NAME cannot start with ``#``),
+    and a line whose first field does is a comment. A line whose NAME is
+    itself a URL, or whose URL has no path and is followed by more fields (a
+    space inside the URL), is invalid: its request carries the problem.
+    """
     for number, text in enumerate(lines, start=1):
         if number == 1:
             text = text.removeprefix("\ufeff")  # a byte-order mark (Notepad)
-        request = DownloadRequest.from_line(text, number)
+        fields = text.split()
+        for i, field in enumerate(fields):
+            if field.startswith("#"):
+                del fields[i:]
+                break
+        if not fields:
+            continue
+        problem = _line_problem(fields, number)
+        if problem is not None:
+            yield DownloadRequest(fields[0], line=number, problem=problem)
+            continue
+        request = DownloadRequest.from_line(" ".join(fields), number)
         if request is not None:
             yield request
 
@@ -139,7 +183,11 @@ class DownloadResult:
     ``path`` is relative to the destination folder (``None`` when no name
     was reached). ``sha256`` is set for ``ok`` results (unless the
     downloader runs with ``checksum=False``), ``error`` for ``failed`` ones.
-    ``note`` explains a renamed collision.
+    ``note`` explains a renamed collision. ``part`` is the ``NAME.part``
+    file (relative to the folder) that a failed or interrupted download left
+    on disk for a later run to resume; ``None`` when there is none.
+    ``unchanged`` is ``True`` for a ``skipped`` file that ``update=True``
+    re-checked and the server confirmed as current.
     """
 
     url: str
@@ -152,6 +200,8 @@ class DownloadResult:
     seconds: float
     line: int | None = None
     note: str | None = None
+    part: str | None = None
+    unchanged: bool | None = None
 
     @classmethod
     def unfinished(cls, request: DownloadRequest, error: str) -> DownloadResult:

@@ -1,8 +1,9 @@
 """The downloader: many URLs at once on one event loop.
 
 :class:`Downloader` owns (or borrows) one :class:`aiohttp.ClientSession` and
-runs up to ``concurrency`` downloads at a time. :func:`download` is the
-one-shot form.
+runs up to ``concurrency`` downloads at a time. The one-shot
+:func:`~asyncconc.download` lives in :mod:`._download`, above this module and
+:mod:`._sharded` (which imports this one), so the two form no cycle.
 
 Why :meth:`Downloader.stream` manages its tasks with :func:`asyncio.wait`
 rather than a TaskGroup: it is an async generator, and a TaskGroup open
@@ -18,20 +19,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypedDict, Unpack
+from typing import Self, TypedDict
 
 import aiohttp
 
 from asyncconc._errors import ClosedError
 from asyncconc.downloader._fetching import FetchContext, RetryPolicy, fetch
-from asyncconc.downloader._models import DownloadEvent, DownloadRequest, DownloadResult
+from asyncconc.downloader._index import SavedIndex
+from asyncconc.downloader._limits import fd_concurrency
+from asyncconc.downloader._models import (
+    DownloadEvent,
+    DownloadFinished,
+    DownloadRequest,
+    DownloadResult,
+)
 from asyncconc.downloader._naming import NameAllocator, NameClaimer, name_max
 
-__all__ = ["Downloader", "download"]
+__all__ = ["Downloader", "DownloaderOptions"]
+
+NOT_STARTED_NO_SPACE = "not started (no space left on device)"
+
 
 UrlLike = str | DownloadRequest
 
@@ -50,6 +62,8 @@ class DownloaderOptions(TypedDict, total=False):
     backoff_max: float
     retry_after_max: float
     checksum: bool
+    update: bool
+    split: int
 
 
 class _State(enum.Enum):
@@ -84,6 +98,11 @@ class Downloader:
     Turning it off saves about a quarter of the CPU on large files; a
     request that carries a ``sha256`` to verify is hashed regardless.
 
+    ``split``: fetch each file of at least 2 MiB whose server announces
+    ``Accept-Ranges: bytes`` over up to ``split`` connections at once (Range
+    segments written in place, resumable per segment; see
+    :mod:`asyncconc.downloader._segmented`). Ignored with ``per_host``.
+
     Raises :class:`ValueError` for bad options. Using a downloader that is
     not open (never entered, or closed) raises
     :class:`~asyncconc.ClosedError`.
@@ -106,6 +125,8 @@ class Downloader:
         backoff_max: float = 30.0,
         retry_after_max: float = 60.0,
         checksum: bool = True,
+        update: bool = False,
+        split: int = 1,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
@@ -115,6 +136,8 @@ class Downloader:
             raise ValueError(f"retries must be 0 or more, not {retries}")
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, not {timeout}")
+        if split < 1:
+            raise ValueError(f"split must be at least 1, not {split}")
         if backoff < 0 or backoff_max < 0 or retry_after_max < 0:
             raise ValueError("backoff, backoff_max and retry_after_max must not be negative")
         self.dest = Path(dest)
@@ -124,6 +147,8 @@ class Downloader:
         self.overwrite = overwrite
         self.resume = resume
         self.checksum = checksum
+        self.update = update
+        self.split = split
         self.policy = RetryPolicy(retries, backoff, backoff_max, retry_after_max)
         # Connect and idle-read timeouts only: a slow-but-moving transfer
         # may take as long as it takes.
@@ -195,6 +220,9 @@ class Downloader:
             emit=self._on_event,
             checksum=self.checksum,
             name_limit=name_max(self.dest),
+            index=SavedIndex.load(self.dest),
+            update=self.update,
+            split=self.split,
         )
 
     async def stream(self, urls: Iterable[UrlLike]) -> AsyncGenerator[DownloadResult, None]:
@@ -218,18 +246,43 @@ class Downloader:
         return [results[i] for i in sorted(results)]
 
     async def _run(
-        self, urls: Iterable[UrlLike], *, names: NameClaimer | None = None
+        self,
+        urls: Iterable[UrlLike],
+        *,
+        names: NameClaimer | None = None,
+        leftover: Callable[[int, DownloadResult], None] | None = None,
     ) -> AsyncGenerator[tuple[int, DownloadResult], None]:
-        """(input index, result) pairs; ``names`` replaces the run's allocator."""
+        """(input index, result) pairs; ``names`` replaces the run's allocator.
+
+        ``leftover`` is told, when the run is cut short (cancelled, or the
+        consumer stopped), the (index, result) of every download that was in
+        flight: finished ones not yielded yet, and interrupted ones as
+        :func:`fetch` left them (``ok`` when complete on disk, else
+        ``failed`` naming their ``.part``). URLs never started are not told.
+        """
         ctx = self._context(names)
         in_flight: dict[asyncio.Task[DownloadResult], int] = {}
+        cut: dict[int, DownloadResult] = {}
+        # Running out of descriptors must slow the run down, never fail it.
+        limit = fd_concurrency(self.concurrency)
         try:
             for index, url in enumerate(urls):
-                task = asyncio.create_task(fetch(ctx, _as_request(url)))
+                if ctx.disk_full:
+                    # ENOSPC: start nothing new (what is in flight finishes
+                    # or keeps its .part); a rerun after freeing space resumes.
+                    result = DownloadResult.unfinished(_as_request(url), NOT_STARTED_NO_SPACE)
+                    self._on_event(DownloadFinished(result))
+                    yield index, result
+                    continue
+                task = asyncio.create_task(
+                    fetch(
+                        ctx, _as_request(url), interrupted=functools.partial(cut.__setitem__, index)
+                    )
+                )
                 in_flight[task] = index
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-                if len(in_flight) >= self.concurrency:
+                if len(in_flight) >= limit:
                     async for item in _completed(in_flight):
                         yield item
             while in_flight:
@@ -242,6 +295,12 @@ class Downloader:
                 # Wait for the cancelled tasks so their .part files are saved
                 # and their connections released before we return.
                 await asyncio.wait(in_flight)
+            if leftover is not None:
+                for task, index in in_flight.items():
+                    if not task.cancelled() and task.exception() is None:
+                        leftover(index, task.result())
+                    elif index in cut:
+                        leftover(index, cut[index])
 
 
 async def _completed(
@@ -265,53 +324,3 @@ def _as_request(url: UrlLike) -> DownloadRequest:
     if not isinstance(url, str):
         raise TypeError(f"expected a URL string or DownloadRequest, got {type(url).__name__}")
     return DownloadRequest.from_url(url.strip())
-
-
-async def download(
-    urls: Iterable[UrlLike],
-    dest: str | os.PathLike[str] = ".",
-    *,
-    session: aiohttp.ClientSession | None = None,
-    concurrency: int = 16,
-    workers: int | None = None,
-    **options: Unpack[DownloaderOptions],
-) -> list[DownloadResult]:
-    """Download ``urls`` into ``dest``; per-URL failures are results, in input order.
-
-    Takes the options of :class:`Downloader`. A ``session`` you pass is
-    used and left open.
-
-    ``workers``: shard the URLs over that many worker processes of a
-    :class:`~asyncconc.LoopPool`, each with its own event loop and session
-    (``concurrency`` is then the total over all of them). Names, collisions,
-    ``.part`` files and results behave exactly as in one process;
-    ``on_event`` still runs here, in the calling process. A ``session``
-    cannot cross processes, so it cannot be combined with ``workers``.
-    """
-    if workers is None:
-        async with Downloader(
-            dest, session=session, concurrency=concurrency, **options
-        ) as downloader:
-            return await downloader.download(urls)
-    if session is not None:
-        raise ValueError("a session cannot be shared with worker processes; drop session=")
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, not {workers}")
-    from asyncconc.downloader._sharded import run_sharded
-
-    on_event = options.pop("on_event", None) or _ignore
-    Downloader(dest, concurrency=concurrency, **options)  # validates the options here
-    requests = [_as_request(u) for u in urls]
-    os.makedirs(dest, exist_ok=True)
-    results: dict[int, DownloadResult] = {}
-    items = run_sharded(
-        requests,
-        Path(dest),
-        workers=workers,
-        on_event=on_event,
-        options={"concurrency": concurrency, **options},
-    )
-    async with contextlib.aclosing(items):
-        async for index, result in items:
-            results[index] = result
-    return [results[i] for i in sorted(results)]

@@ -3,12 +3,18 @@
 A reporter is a callable taking :data:`DownloadEvent` values (the
 downloader's ``on_event``), plus ``close()``. Three kinds:
 
-* :class:`LiveReporter` on a terminal: overall bytes, rate, ETA and files
-  done/total, and one bar per active download (``rich``).
+* :class:`~asyncconc.downloader._live.LiveReporter` on a terminal: overall
+  bytes, rate, ETA and files done/total, and a few per-file rows.
 * :class:`LineReporter` when stdout is not a terminal: one line per finished
   file; with ``quiet`` only failures.
 * Every run ends with :func:`summary_line`, and ``--report`` writes
   :func:`write_report`.
+
+What is shown is text: every string that came from the list, the server or
+the file system goes through :func:`~asyncconc._printable.printable`, so a
+control character is shown as an escape (``\\x1b``) and acts on nothing.
+Sizes and rates are IEC units (1 KiB = 1024 B), from :func:`format_bytes`
+and :func:`format_rate` only.
 """
 
 from __future__ import annotations
@@ -21,27 +27,23 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import Protocol, TextIO
 
-if TYPE_CHECKING:
-    from rich.console import Console
-    from rich.progress import TaskID
-
+from asyncconc._printable import printable
 from asyncconc.downloader._models import (
     DownloadEvent,
     DownloadFinished,
     DownloadProgress,
     DownloadResult,
-    DownloadStarted,
 )
 
 __all__ = [
     "LineReporter",
-    "print_line",
-    "LiveReporter",
     "Reporter",
     "Tally",
     "format_bytes",
+    "format_rate",
+    "print_line",
     "summary_line",
     "write_report",
 ]
@@ -62,15 +64,32 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def format_rate(bytes_per_second: float) -> str:
+    """``1536.0`` -> ``'1.5 KiB/s'``: the one spelling of a rate, live and in the summary."""
+    return f"{format_bytes(bytes_per_second)}/s"
+
+
 @dataclass(slots=True)
 class Tally:
     """Counts for the summary; fed by the same events as the display."""
 
     started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
     transferred: int = 0
     ok: int = 0
     skipped: int = 0
     failed: int = 0
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the start, up to :meth:`stop` once it was called."""
+        end = self.ended if self.ended is not None else time.monotonic()
+        return max(end - self.started, 1e-9)
+
+    def stop(self) -> None:
+        """Freeze the clock, so the last live frame and the summary show one rate."""
+        if self.ended is None:
+            self.ended = time.monotonic()
 
     def __call__(self, event: DownloadEvent) -> None:
         if isinstance(event, DownloadProgress):
@@ -84,25 +103,34 @@ class Tally:
             else:
                 self.failed += 1
 
-    def add_failed(self, count: int) -> None:
-        self.failed += count
+    def count(self, results: Iterable[DownloadResult]) -> None:
+        """Set the counts from the final results (one per line of the list)."""
+        self.ok = self.skipped = self.failed = 0
+        for result in results:
+            if result.status == "ok":
+                self.ok += 1
+            elif result.status == "skipped":
+                self.skipped += 1
+            else:
+                self.failed += 1
 
 
 def summary_line(tally: Tally, *, interrupted: bool = False) -> str:
-    elapsed = max(time.monotonic() - tally.started, 1e-9)
+    elapsed = tally.elapsed
     rate = tally.transferred / elapsed
     head = "interrupted: " if interrupted else ""
     return (
         f"{head}{tally.ok} ok, {tally.skipped} skipped, {tally.failed} failed; "
-        f"{format_bytes(tally.transferred)} in {elapsed:.2f} s ({format_bytes(rate)}/s)"
+        f"{format_bytes(tally.transferred)} in {elapsed:.2f} s ({format_rate(rate)})"
     )
 
 
 def _line(result: DownloadResult) -> str:
-    where = result.path or "-"
+    """One finished URL as plain text, every outside string made printable."""
     if result.status == "failed":
-        return f"failed   {result.url}: {result.error}"
-    extra = f"  ({result.note})" if result.note else ""
+        return f"failed   {printable(result.url)}: {printable(result.error or '')}"
+    where = printable(result.path) if result.path else "-"
+    extra = f"  ({printable(result.note)})" if result.note else ""
     return f"{result.status:<8} {format_bytes(result.bytes):>10}  {where}{extra}"
 
 
@@ -137,80 +165,6 @@ class LineReporter:
 
     def close(self) -> None:
         pass
-
-
-class LiveReporter:
-    """A live display: overall progress plus one bar per active download."""
-
-    def __init__(self, console: Console, *, total_files: int) -> None:
-        # rich costs ~30 ms to import: only the live display pays for it.
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self._progress = Progress(
-            TextColumn("{task.description}", justify="left"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-            refresh_per_second=8,
-        )
-        self._total_files = total_files
-        self._done = 0
-        self._known_total = 0
-        self._overall = self._progress.add_task(self._overall_text(), total=None)
-        self._active: dict[str, TaskID] = {}
-        self._moved: dict[str, int] = {}
-        self._expected: dict[str, int] = {}
-        self._progress.start()
-
-    def _overall_text(self) -> str:
-        return f"[bold]all[/] {self._done}/{self._total_files} files"
-
-    def __call__(self, event: DownloadEvent) -> None:
-        progress = self._progress
-        if isinstance(event, DownloadProgress):
-            progress.advance(self._overall, event.nbytes)
-            self._moved[event.url] = self._moved.get(event.url, 0) + event.nbytes
-            task = self._active.get(event.url)
-            if task is not None:
-                progress.advance(task, event.nbytes)
-        elif isinstance(event, DownloadStarted):
-            old = self._active.pop(event.url, None)
-            if old is not None:  # a restart: forget the old bar
-                progress.remove_task(old)
-            if event.total is not None:
-                # Bytes this URL will have moved in this run: what it already
-                # moved (before a retry) plus what is left to fetch.
-                expected = self._moved.get(event.url, 0) + event.total - event.resumed_from
-                self._known_total += expected - self._expected.get(event.url, 0)
-                self._expected[event.url] = expected
-                progress.update(self._overall, total=self._known_total)
-            name = event.path if len(event.path) <= 40 else "…" + event.path[-39:]
-            self._active[event.url] = progress.add_task(
-                name, total=event.total, completed=event.resumed_from
-            )
-        elif isinstance(event, DownloadFinished):
-            self._done += 1
-            self._moved.pop(event.result.url, None)
-            self._expected.pop(event.result.url, None)
-            task = self._active.pop(event.result.url, None)
-            if task is not None:
-                progress.remove_task(task)
-            progress.update(self._overall, description=self._overall_text())
-            if event.result.status == "failed":
-                progress.console.print(f"[red]failed[/] {event.result.url}: {event.result.error}")
-
-    def close(self) -> None:
-        self._progress.stop()
 
 
 def write_report(path: str | os.PathLike[str], results: Iterable[DownloadResult]) -> None:

@@ -140,13 +140,20 @@ async def download_shard(
                 },
             )
 
+    def leftover(local: int, result: DownloadResult) -> None:
+        # Cancelled: what was in flight is sent as it stands (the parent
+        # reports it; the transport flushes it before it closes).
+        _send(writer, {"op": "finished", "index": items[local][0], "result": result.as_dict()})
+
     sent = 0
     try:
         downloader = Downloader(dest, on_event=on_event, **options)
         requests = (r for _, r in items)
         async with (
             downloader,
-            contextlib.aclosing(downloader._run(requests, names=names)) as results,
+            contextlib.aclosing(
+                downloader._run(requests, names=names, leftover=leftover)
+            ) as results,
         ):
             async for local, result in results:
                 _send(
@@ -220,11 +227,13 @@ async def run_sharded(
     on_event: Callable[[DownloadEvent], None],
     options: dict[str, Any],
     loop: str = "auto",
+    leftover: Callable[[int, DownloadResult], None] | None = None,
 ) -> AsyncGenerator[tuple[int, DownloadResult], None]:
     """Download ``requests`` over ``workers`` processes; yield (index, result).
 
     ``options`` are :class:`Downloader` keyword options; ``concurrency`` is
-    the total, split evenly over the workers.
+    the total, split evenly over the workers. ``leftover``: as for
+    ``Downloader._run``, the results the workers sent while being stopped.
     """
     from asyncconc.pool import LoopPool  # the pool is only needed here
 
@@ -292,6 +301,11 @@ async def run_sharded(
                 unwound = asyncio.create_task(parent.wait_all_closed())
                 await asyncio.wait({unwound}, timeout=STOP_GRACE)
                 unwound.cancel()
+                while leftover is not None and not parent.results.empty():
+                    index, result = parent.results.get_nowait()
+                    if index not in reported:
+                        reported.add(index)
+                        leftover(index, result)
 
 
 async def _shard_error(task: asyncio.Task[int]) -> str | None:

@@ -39,6 +39,10 @@ __all__ = ["FLUSH_BYTES", "PartFile", "ResumeInfo", "read_resume_info"]
 
 T = TypeVar("T")
 FLUSH_BYTES = 1 << 20
+# Received data is handed to the disk at the latest this many seconds after
+# it arrived, however slowly the file comes in: a crash or SIGKILL loses at
+# most about this much time of a download (see PartFile._on_age).
+FLUSH_AGE = 1.0
 # Files up to this size are written on the loop itself (see commit()).
 INLINE_BYTES = 64 << 10
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -64,6 +68,9 @@ class ResumeInfo:
     url: str | None
     etag: str | None
     last_modified: str | None
+    # The sidecar of a segmented (--split) .part: that .part has holes, so
+    # only the segmented path may resume it (see _segmented).
+    segmented: dict[str, Any] | None = None
 
     @property
     def validator(self) -> str | None:
@@ -96,6 +103,7 @@ def read_resume_info(final: Path) -> ResumeInfo | None:
         url=meta.get("url"),
         etag=meta.get("etag"),
         last_modified=meta.get("last_modified"),
+        segmented=meta if "segments" in meta else None,
     )
 
 
@@ -137,6 +145,12 @@ class PartFile:
         self._pending: threading.Event | None = None
         self._in_flight: asyncio.Future[None] | None = None
         self._closed = False
+        # True once the .part was renamed to the final name: a commit whose
+        # awaiting task was cancelled may still complete in its thread, and
+        # after keep() this says whether it did.
+        self.committed = False
+        self.digest: str | None = None
+        self._age_timer: asyncio.TimerHandle | None = None
 
     @property
     def size(self) -> int:
@@ -155,11 +169,39 @@ class PartFile:
             await self._run(self._open_append)
 
     async def write(self, chunk: bytes) -> None:
-        """Queue ``chunk``; waits only when a full batch must go to disk."""
+        """Queue ``chunk``; waits only when a full batch must go to disk.
+
+        Whatever is queued goes to disk when it makes a full batch, or
+        :data:`FLUSH_AGE` seconds after the first of it arrived, whichever
+        comes first (a timer on the loop, armed once per batch: a file that
+        completes within that second still takes the one-hop fast path).
+        """
+        if not self._chunks and self._age_timer is None:
+            self._age_timer = asyncio.get_running_loop().call_later(FLUSH_AGE, self._on_age)
         self._chunks.append(chunk)
         self._buffered += len(chunk)
         if self._buffered >= FLUSH_BYTES:
             await self._flush()
+
+    def _on_age(self) -> None:
+        """The oldest queued byte is FLUSH_AGE old: start writing the batch.
+
+        A timer callback cannot await, so when a batch is still being
+        written it looks again shortly; otherwise it hands the queued chunks
+        to the writer thread exactly as ``_flush`` does (the job is awaited
+        by the next flush, commit or keep).
+        """
+        self._age_timer = None
+        if self._closed or not self._chunks:
+            return
+        in_flight = self._in_flight
+        if in_flight is not None and not in_flight.done():
+            self._age_timer = asyncio.get_running_loop().call_later(FLUSH_AGE / 10, self._on_age)
+            return
+        if in_flight is not None and (in_flight.cancelled() or in_flight.exception()):
+            return  # the write error is raised by the next await on it
+        chunks = self._take()
+        self._in_flight = self._submit(lambda: self._write_chunks(chunks))
 
     async def commit(self, *, expected_size: int | None, expected_sha256: str | None) -> str | None:
         """Write the rest, check it, rename ``.part`` to the final name.
@@ -212,6 +254,7 @@ class PartFile:
         self._remove_files()
 
     def _remove_files(self) -> None:
+        self._cancel_age_timer()
         self._chunks, self._buffered = [], 0
         self._closed = True
         self._close_fd()
@@ -219,8 +262,14 @@ class PartFile:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
+    def _cancel_age_timer(self) -> None:
+        timer, self._age_timer = self._age_timer, None
+        if timer is not None:
+            timer.cancel()
+
     def _take(self) -> list[bytes]:
         """Hand the gathered chunks over for writing (they count as written)."""
+        self._cancel_age_timer()
         chunks, self._chunks = self._chunks, []
         self._written += self._buffered
         self._buffered = 0
@@ -354,6 +403,8 @@ class PartFile:
                 f"sha256 mismatch: expected {expected_sha256.lower()}, got {digest}", url=""
             )
         os.replace(self.part, self.final)
+        self.committed = True
+        self.digest = digest
         if self._meta_text is not None or self._append:
             with contextlib.suppress(FileNotFoundError):
                 self.meta.unlink()

@@ -1,24 +1,21 @@
 """LoopPool: worker processes, each with its own event loop, driven from yours.
 
 The caller's loop talks to every worker over one socket (see
-:mod:`asyncconc.pool._protocol`), watched with ``add_reader`` together with
-the process sentinel, so waiting never blocks the loop and a worker's death
-is seen the moment it happens.
+:mod:`asyncconc.pool._protocol`), watched with ``add_reader``, so waiting
+never blocks the loop.
 
-Start method: ``forkserver`` where the platform has it, else ``spawn``; never
-plain ``fork``. Forking a process that already runs an event loop, threads or
-an open HTTP session copies locks held by other threads and the loop's
-file descriptors into the child, which then deadlocks or steals wake-ups
-(see the CPython docs on start methods and bpo-6721). The fork server is a
-small single-threaded process started once per program, with the worker
-module and the program's main module preloaded, so a new worker is a cheap
-``fork`` of a clean process: about 5 ms instead of the ~200 ms a spawned
-interpreter needs to import asyncconc. That keeps pool start-up (after the
-first) and worker replacement fast. Measured here: first result 0.05 s with
-the fork server up, 0.2-0.4 s from a fresh interpreter, most of it the
-fork server importing ``asyncconc`` (aiohttp alone is ~110 ms).
+Start method: ``forkserver`` (default, where ``fork`` exists) or ``spawn``;
+never a plain ``fork`` of the caller. Forking a process that already runs an
+event loop, threads or an open HTTP session copies locks held by other
+threads and the loop's file descriptors into the child, which then
+deadlocks or steals wake-ups (see the CPython docs on start methods and
+bpo-6721). Each pool starts its own small fork server, which imports the
+main module and the worker module once; a new worker is a ``fork`` of that
+clean, single-threaded process (a few ms, no side effects) instead of a new
+interpreter (~0.2 s). See :mod:`asyncconc.pool._forkserver` for why this is
+not :mod:`multiprocessing`'s fork server, and for the death chain.
 
-Worker processes, dispatch and crash handling live in
+Worker processes, dispatch, timeouts and crash handling live in
 :mod:`asyncconc.pool._scheduler`; this module turns calls into jobs and
 owns the pool's life cycle.
 """
@@ -28,19 +25,15 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
-import inspect
 import itertools
-import multiprocessing
-import multiprocessing.context
 import operator
 import os
-import pickle
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from itertools import islice
 from types import TracebackType
-from typing import Any, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 from asyncconc._errors import (
     PicklingError,
@@ -48,8 +41,12 @@ from asyncconc._errors import (
     PoolError,
 )
 from asyncconc._runner import resolve_loop
-from asyncconc.pool._scheduler import Context, Job, Launched, Outcome, Scheduler, kill_launched
-from asyncconc.pool._worker import WorkerConfig, describe
+from asyncconc.pool import _protocol as wire
+from asyncconc.pool._scheduler import TIMEOUT_GRACE, Job, Outcome, Scheduler
+from asyncconc.pool._worker import WorkerConfig, describe, is_coroutine_callable
+
+if TYPE_CHECKING:
+    from asyncconc.pool._executor import PoolExecutor
 
 __all__ = ["LoopPool"]
 
@@ -92,32 +89,48 @@ class LoopPool:
     the same :meth:`submit`, :meth:`map` and :meth:`starmap`.
 
     ``initializer(*initargs)`` (plain or coroutine function) runs once in
-    every worker before its first task; if it raises, the pool breaks and
-    every task fails with :class:`PoolError` caused by that exception.
-    ``max_tasks_per_worker`` retires a worker after that many tasks (a map
-    chunk is never split, so a worker may run one chunk past it) and starts a
-    fresh one. ``retries`` is how many more times a task runs when the worker
-    running it dies. ``task_timeout`` (seconds) bounds each call, as does the
-    ``timeout`` of :meth:`map` and :meth:`starmap`; an overrun raises
-    :class:`TaskTimeoutError` in the caller and the worker lives on, unless
-    the call sits in C code deaf to SIGALRM: then its worker is killed and
-    replaced once the timeout is 2 s past.
+    every worker before its first task; a worker gets tasks only once it
+    has returned. If it raises, or does not return within ``init_timeout``
+    seconds (default 60), the pool breaks: every task fails with
+    :class:`BrokenPoolError` naming the initializer (caused by its
+    exception). ``init_timeout`` also bounds the fork server's start
+    (importing the main module). ``max_tasks_per_worker`` retires a worker
+    after that many tasks (a map chunk is never split, so a worker may run
+    one chunk past it) and starts a fresh one. ``retries`` is how many more
+    times a task runs when the worker running it dies after starting it (a
+    task the worker had not started is always run elsewhere).
+
+    Timeouts: ``task_timeout`` (seconds) bounds each call of :meth:`submit`,
+    :meth:`map` and :meth:`starmap` (``timeout=`` of the maps overrides it),
+    counted from when the call is handed to a worker. The worker interrupts
+    the call at ``T`` (``asyncio.timeout`` for coroutines, SIGALRM for plain
+    functions) and lives on; if it has not answered ``T`` +
+    ``TIMEOUT_GRACE`` (1 s) after hand-over — a coroutine that blocks its
+    loop or swallows cancellation, C code deaf to signals, a stopped
+    process — the pool fails the call with :class:`TaskTimeoutError`, kills
+    the worker, starts a replacement and runs what was queued behind it
+    elsewhere. So with ``task_timeout=T`` an ``await pool.submit(...)`` that
+    has been handed to a worker returns within ``T + 1`` s.
 
     Errors: a task's exception is re-raised as itself with the worker's
     traceback attached as a note; an argument or result that cannot be
     pickled raises :class:`PicklingError` naming the function; a worker that
     dies is replaced at once and the tasks it held fail with
-    :class:`WorkerCrashedError` (or run again, up to ``retries``).
+    :class:`WorkerCrashedError` (or run again, up to ``retries``). Workers
+    killed from outside while starting are replaced and never break the pool.
 
     Shutdown: leaving the block normally waits for outstanding tasks, then
     stops the workers; leaving it with an exception, including cancellation
     and Ctrl-C, kills them at once. :meth:`terminate` kills them now. Workers
-    never outlive this process: each dies with its parent (Linux
-    ``PR_SET_PDEATHSIG``) and watches a socket only this process holds.
-    See the module docstring for the start method. As with any non-fork
-    start method, functions must be importable by name (module level, not
-    lambdas or closures) and the main script must guard its entry point
-    with ``if __name__ == "__main__":``, since workers import it.
+    never outlive the thread that entered the pool (so never this process):
+    the kernel SIGKILLs the fork server when that thread ends and each worker
+    when the fork server ends (Linux ``PR_SET_PDEATHSIG``), even while they
+    hold the GIL in C code. Functions must be importable by name (module
+    level, not lambdas or closures) and the main script must guard its
+    entry point with ``if __name__ == "__main__":``, since the fork server
+    imports it (once per pool). :meth:`executor` gives a
+    ``concurrent.futures.Executor`` over the same workers; for code without
+    an event loop, see :class:`~asyncconc.LoopPoolExecutor`.
     """
 
     def __init__(
@@ -133,6 +146,7 @@ class LoopPool:
         loop: str = "auto",
         start_method: StartMethod | None = None,
         shutdown_timeout: float = 10.0,
+        init_timeout: float = 60.0,
     ) -> None:
         size = default_workers() if workers is None else workers
         if size < 1:
@@ -145,9 +159,13 @@ class LoopPool:
             raise ValueError(f"retries must be 0 or more, not {retries}")
         if task_timeout is not None and not task_timeout > 0:
             raise ValueError(f"task_timeout must be positive, not {task_timeout}")
+        if not init_timeout > 0:
+            raise ValueError(f"init_timeout must be positive, not {init_timeout}")
         if start_method is None:
-            methods = multiprocessing.get_all_start_methods()
-            start_method = "forkserver" if "forkserver" in methods else "spawn"
+            start_method = "forkserver" if hasattr(os, "fork") else "spawn"
+        elif start_method not in ("forkserver", "spawn"):
+            raise ValueError(f"start_method must be 'forkserver' or 'spawn', not {start_method!r}")
+        self._init_timeout = init_timeout
         self._size = size
         self._concurrency = concurrency
         self._max_tasks = max_tasks_per_worker
@@ -173,37 +191,36 @@ class LoopPool:
 
     # -- life cycle ----------------------------------------------------------
 
+    def process_pids(self) -> list[int]:
+        """Process ids of every live process the pool started: fork server and workers."""
+        return [] if self._scheduler is None else self._scheduler.process_pids()
+
+    #: How long past its timeout a call may go before the pool kills its worker.
+    timeout_grace = TIMEOUT_GRACE
+
+    # -- life cycle ----------------------------------------------------------
+
     async def __aenter__(self) -> LoopPool:
         if self._state is not _State.NEW:
             raise PoolClosedError("a LoopPool can be entered only once")
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._state = _State.OPEN
-        ctx: Context
-        if self._start_method == "forkserver":
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["__main__", "asyncconc.pool._worker"])
-        else:
-            ctx = multiprocessing.get_context("spawn")
-        scheduler = self._scheduler = Scheduler(
-            loop,
-            ctx,
-            self._config,
-            size=self._size,
-            concurrency=self._concurrency,
-            max_tasks=self._max_tasks,
-            retries=self._retries,
-        )
-        # The first start may wait for the fork server to boot (~0.2 s): do
-        # it in a thread so the caller's loop keeps running meanwhile.
-        launching = loop.run_in_executor(None, scheduler.launch)
         try:
-            launched = await asyncio.shield(launching)
+            scheduler = self._scheduler = Scheduler(
+                loop,
+                self._start_method,
+                self._config,
+                size=self._size,
+                concurrency=self._concurrency,
+                max_tasks=self._max_tasks,
+                retries=self._retries,
+                init_timeout=self._init_timeout,
+            )
+            await scheduler.start()
         except BaseException:
-            launching.add_done_callback(_kill_when_launched)
             self._close_now()
             raise
-        scheduler.attach(launched)
         return self
 
     async def __aexit__(
@@ -259,13 +276,11 @@ class LoopPool:
     ) -> Job:
         broken = None if self._scheduler is None else self._scheduler.broken
         if broken is not None:
-            raise PoolError(str(broken)) from broken.__cause__
+            raise type(broken)(str(broken)) from broken.__cause__
         if self._state is not _State.OPEN:
             raise PoolClosedError(f"the pool is {self._state.value}")
         try:
-            payload = pickle.dumps(
-                (fn, arglist, kwargs, timeout, star), protocol=pickle.HIGHEST_PROTOCOL
-            )
+            payload = wire.dumps((fn, arglist, kwargs, timeout, star))
         except Exception as exc:
             raise PicklingError(
                 f"cannot send {describe(fn)} and its arguments to a worker: {exc}"
@@ -283,11 +298,27 @@ class LoopPool:
         except KeyError:
             pass
         except TypeError:  # unhashable callable
-            return describe(fn), inspect.iscoroutinefunction(fn)
+            return describe(fn), is_coroutine_callable(fn)
         if len(self._fn_cache) > 256:
             self._fn_cache.clear()
-        info = self._fn_cache[fn] = (describe(fn), inspect.iscoroutinefunction(fn))
+        info = self._fn_cache[fn] = (describe(fn), is_coroutine_callable(fn))
         return info
+
+    def _broken(self) -> PoolError | None:
+        return None if self._scheduler is None else self._scheduler.broken
+
+    def executor(self) -> PoolExecutor:
+        """A ``concurrent.futures.Executor`` over this pool's workers.
+
+        Usable from any thread and with ``loop.run_in_executor``; it does not
+        own the pool (its ``shutdown`` stops only its own calls). See
+        :class:`~asyncconc.pool._executor.PoolExecutor`.
+        """
+        from asyncconc.pool._executor import PoolExecutor
+
+        if self._loop is None or self._state is not _State.OPEN:
+            raise PoolClosedError("the pool is not open")
+        return PoolExecutor(self, self._loop)
 
     def _enqueue(self, job: Job) -> None:
         assert self._scheduler is not None
@@ -427,7 +458,7 @@ class LoopPool:
             raise ValueError(f"chunksize must be at least 1, not {chunksize}")
         if timeout is None:
             timeout = self._task_timeout
-        is_async = inspect.iscoroutinefunction(fn)
+        is_async = is_coroutine_callable(fn)
         sizer = _ChunkSizer(chunksize, is_async, operator.length_hint(iterable, 0), self._size)
         if is_async:
             window = max(2 * self._size, -(-2 * self._size * self._concurrency // sizer.size))
@@ -500,8 +531,3 @@ class _ChunkSizer:
 
 def _put(queue: asyncio.Queue[Job], job: Job, future: asyncio.Future[Outcome]) -> None:
     queue.put_nowait(job)
-
-
-def _kill_when_launched(future: asyncio.Future[Launched]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        kill_launched(future.result())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,13 @@ __all__ = ["register"]
 
 def register(subparsers: Any) -> None:
     from asyncconc.cli import add_loop_option, int_at_least, seconds
-    from asyncconc.testing._static import DEFAULT_LIMITS
 
     parser = subparsers.add_parser(
         "serve",
         help="serve a folder over HTTP on loopback (Range support, optional delay)",
-        description="Serve DIR over HTTP with Range support until Ctrl-C.",
+        description="Serve DIR over HTTP until Ctrl-C: Range, If-Range and conditional "
+        "requests (304), sendfile; GET and HEAD only; symlinks are not followed and nothing "
+        "outside DIR is ever served.",
     )
     parser.add_argument("dir", metavar="DIR", help="folder to serve")
     parser.add_argument(
@@ -38,58 +40,71 @@ def register(subparsers: Any) -> None:
         help="wait this long before answering each request (default: 0)",
     )
     parser.add_argument(
-        "--idle-timeout",
-        type=seconds(allow_zero=False),
-        default=DEFAULT_LIMITS.idle_timeout,
-        metavar="SECONDS",
-        help="close a connection with no complete request for this long: silent, too "
-        "slow sending headers, or idle between requests "
-        f"(default: {DEFAULT_LIMITS.idle_timeout:g})",
-    )
-    parser.add_argument(
-        "--max-header-size",
-        type=int_at_least(256, 1 << 20),
-        default=DEFAULT_LIMITS.max_field_size,
-        metavar="BYTES",
-        help="longest request line or header line; longer gets 400/431 "
-        f"(default: {DEFAULT_LIMITS.max_field_size})",
-    )
-    parser.add_argument(
-        "--max-connections",
-        type=int_at_least(1),
-        default=DEFAULT_LIMITS.max_connections,
-        metavar="N",
-        help="open connections at once; more are closed on arrival (default: "
-        f"{DEFAULT_LIMITS.max_connections}, at most the descriptor limit less 64)",
+        "--faults",
+        action="store_true",
+        help="turn on the fault routes of the test kit (?fail=, ?delay=, ?location=, ...); "
+        "off by default: the query string is ignored, as by any static server",
     )
     parser.add_argument(
         "--list",
         action="store_true",
-        help="answer a folder's URL with an HTML index of its names (default: off, 404)",
+        help="answer a folder's URL (ending in /) with an HTML index of it (default: off)",
     )
     parser.add_argument(
-        "--faults",
-        action="store_true",
-        help="honour the test kit's fault parameters (?status=, ?delay=, ...); "
-        "off by default: a query string is ignored and the file is served",
+        "--idle-timeout",
+        type=seconds(allow_zero=False),
+        default=15.0,
+        metavar="SECONDS",
+        help="close a connection that has sent no complete request for this long: idle "
+        "keep-alive connections, silent sockets, clients dribbling headers (default: 15)",
     )
+    parser.add_argument(
+        "--max-header-size",
+        type=int_at_least(256, 1 << 20),
+        default=8190,
+        metavar="BYTES",
+        help="longest request line or header line; at most 100 headers (default: 8190)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int_at_least(1, 256),
+        default=1,
+        metavar="N",
+        help="N server processes, each with its own event loop, sharing the port "
+        "(SO_REUSEPORT); a worker that dies is replaced (default: 1)",
+    )
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     add_loop_option(parser)
     parser.set_defaults(handler=_handle)
 
 
+class _OneLine(logging.Filter):
+    """A refused request is one log line, not a traceback (``serve`` only).
+
+    aiohttp logs a request it cannot parse (huge headers, garbage) with the
+    parser's traceback; a server left running on a network gets those all
+    day, so the command shows what was refused and why, in one line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {record.exc_info[1]}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def _handle(args: argparse.Namespace) -> int:
+    # This process is the command's own: configuring a library logger is fine here.
+    logging.getLogger("aiohttp.server").addFilter(_OneLine())
     root = Path(args.dir)
     if not root.is_dir():
-        raise UsageError(f"DIR {args.dir!r}: no such folder")
+        what = "is a file, not a folder" if root.exists() else "no such folder"
+        raise UsageError(f"DIR {args.dir!r}: {what}")
+    if args.workers > 1:
+        return _supervise(args, root)
     from asyncconc.testing._fileserver import serve_files
-    from asyncconc.testing._static import ServeLimits
-
-    limits = ServeLimits(
-        idle_timeout=args.idle_timeout,
-        max_line_size=args.max_header_size,
-        max_field_size=args.max_header_size,
-        max_connections=args.max_connections,
-    )
 
     async def main() -> None:
         try:
@@ -98,9 +113,12 @@ def _handle(args: argparse.Namespace) -> int:
                 host=args.host,
                 port=args.port,
                 delay=args.delay,
+                history=0,  # a server left running keeps no per-request memory
                 faults=args.faults,
-                limits=limits,
                 listing=args.list,
+                idle_timeout=args.idle_timeout,
+                max_field_size=args.max_header_size,
+                reuse_port=args.reuse_port,
             ) as server:
                 print(f"serving {root} at {server.base_url}/ (Ctrl-C to stop)", flush=True)
                 await asyncio.Event().wait()
@@ -108,6 +126,29 @@ def _handle(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
 
     run(main(), loop=args.loop)
+    return 0  # not reached: only Ctrl-C/SIGTERM end the server
+
+
+def _supervise(args: argparse.Namespace, root: Path) -> int:
+    from asyncconc.testing._supervisor import reserve_port, supervise
+
+    holder = reserve_port(args.host, args.port)
+    try:
+        port = holder.getsockname()[1]
+        argv = [
+            "serve", str(root.resolve()), "--host", args.host, "--port", str(port),
+            "--reuse-port", "--delay", str(args.delay), "--idle-timeout", str(args.idle_timeout),
+            "--max-header-size", str(args.max_header_size), "--loop", args.loop,
+        ]  # fmt: skip
+        argv += ["--faults"] * args.faults + ["--list"] * args.list
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        announce = (
+            f"serving {root} at http://{host}:{port}/ with {args.workers} worker processes "
+            "(Ctrl-C to stop)"
+        )
+        run(supervise(argv, args.workers, announce), loop=args.loop)
+    finally:
+        holder.close()
     return 0  # not reached: only Ctrl-C/SIGTERM end the server
 
 

@@ -12,8 +12,10 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from asyncconc.testing._fileserver import FileServer, serve_files
+from asyncconc.testing._recording import DEFAULT_HISTORY
 
 __all__ = ["serve_files_in_thread"]
 
@@ -26,14 +28,21 @@ def serve_files_in_thread(
     host: str = "127.0.0.1",
     port: int = 0,
     delay: float = 0.0,
+    history: int | None = DEFAULT_HISTORY,
+    tls: bool = False,
     stop_timeout: float = 10.0,
+    **options: Any,
 ) -> Iterator[FileServer]:
     """:func:`serve_files` in a daemon thread; a plain (sync) context manager.
+
+    ``options`` are passed to :func:`serve_files` (``faults``,
+    ``idle_timeout``, ...).
 
     The server is listening when this yields and is stopped (its thread
     joined, up to ``stop_timeout`` seconds) on exit. Adding files from the
     caller's thread (``add_bytes``, ``add_generated``) is fine: the server
-    only reads its table. Raises :class:`RuntimeError` if it cannot start,
+    only reads its table, and the request history and expectations take a
+    lock. Raises :class:`RuntimeError` if it cannot start,
     chained to the reason (e.g. the port is taken).
     """
     ready = threading.Event()
@@ -44,7 +53,16 @@ def serve_files_in_thread(
     async def serve() -> None:
         stop = asyncio.Event()
         control.append((asyncio.get_running_loop(), stop))
-        async with serve_files(root, files=files, host=host, port=port, delay=delay) as server:
+        async with serve_files(
+            root,
+            files=files,
+            host=host,
+            port=port,
+            delay=delay,
+            history=history,
+            tls=tls,
+            **options,
+        ) as server:
             started.append(server)
             ready.set()
             await stop.wait()

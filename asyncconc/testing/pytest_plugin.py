@@ -1,63 +1,101 @@
 """pytest plugin: fixtures for testing download code offline.
 
-Registered through the ``pytest11`` entry point, so any test suite in an
-environment where asyncconc is installed gets:
+Registered through the ``pytest11`` entry point under the name
+``asyncconc`` (``pytest -p no:asyncconc`` turns it off), so any test suite
+in an environment where asyncconc is installed gets:
 
 ``file_server``
-    An :class:`~asyncconc.testing.FileServer` running on 127.0.0.1 for the
-    test (function scope), empty: add files with ``add_bytes`` /
-    ``add_generated`` and build URLs (with faults) with ``url(...)``.
+    A :class:`~asyncconc.testing.FileServer` on 127.0.0.1 for one test,
+    empty: add files with ``add_bytes`` / ``add_generated``, build URLs
+    (with faults) with ``url(...)``. Its expectations
+    (:meth:`~asyncconc.testing.FileServer.expect`) are verified after the
+    test.
+
+``file_server_module``, ``file_server_session``
+    The same, shared by a module's or the whole session's tests.
 
 ``file_server_factory``
-    An async callable ``await factory(root=None, files=None, delay=0.0)``
-    starting more servers, all closed at the end of the test.
+    ``factory(root=None, files=None, delay=0.0, **options)`` starts more
+    servers (one per "host", say); all close after the test. It returns the
+    server, so ``factory(...)`` works in a sync test and ``await``-less
+    code alike.
 
-The fixtures are async, so they need pytest-asyncio (asyncio mode "auto",
-or mark the tests with ``@pytest.mark.asyncio``). Without pytest-asyncio the
-plugin registers nothing rather than breaking the host suite.
+Every server runs on its own event loop in a background thread
+(:func:`~asyncconc.testing.serve_files_in_thread`). So the fixtures are
+plain (synchronous) fixtures that work the same in synchronous tests,
+asyncio tests in any loop scope (pytest-asyncio strict or auto mode, a
+module-scoped loop with function-scoped fixtures or the reverse), anyio
+tests on either backend, and blocking clients: no test's loop has to run
+for the server to answer. Loading the plugin imports nothing but pytest;
+aiohttp's server is imported when a fixture is first used.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-from asyncconc.testing._fileserver import FileServer, serve_files
+import pytest
 
-__all__ = ["FileServerFactory"]
+if TYPE_CHECKING:
+    from asyncconc.testing._fileserver import FileServer
 
-FileServerFactory = Callable[..., Awaitable[FileServer]]
+__all__ = [
+    "FileServerFactory",
+    "file_server",
+    "file_server_factory",
+    "file_server_module",
+    "file_server_session",
+]
 
-try:
-    import pytest_asyncio
-except ImportError:  # pragma: no cover - nothing to offer without it
-    _HAVE_PYTEST_ASYNCIO = False
-else:
-    _HAVE_PYTEST_ASYNCIO = True
+FileServerFactory = Callable[..., "FileServer"]
 
-if _HAVE_PYTEST_ASYNCIO:
 
-    @pytest_asyncio.fixture
-    async def file_server() -> AsyncIterator[FileServer]:
-        """A loopback file server for one test."""
-        async with serve_files() as server:
-            yield server
+@contextlib.contextmanager
+def _serving(**options: Any) -> Iterator[FileServer]:
+    from asyncconc.testing._threaded import serve_files_in_thread
 
-    @pytest_asyncio.fixture
-    async def file_server_factory() -> AsyncIterator[FileServerFactory]:
-        """Start extra servers (e.g. one per host); all close after the test."""
-        async with contextlib.AsyncExitStack() as stack:
+    with serve_files_in_thread(**options) as server:
+        yield server
+        # After the test, while the server is still up: unmet expectations
+        # fail the test that declared them (as an error in its teardown).
+        server.verify()
 
-            async def start(
-                root: str | os.PathLike[str] | None = None,
-                files: Mapping[str, bytes] | None = None,
-                delay: float = 0.0,
-                **kwargs: Any,
-            ) -> FileServer:
-                return await stack.enter_async_context(
-                    serve_files(root, files=files, delay=delay, **kwargs)
-                )
 
-            yield start
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    """A loopback file server for one test."""
+    with _serving() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def file_server_module() -> Iterator[FileServer]:
+    """A loopback file server shared by the tests of one module."""
+    with _serving() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def file_server_session() -> Iterator[FileServer]:
+    """A loopback file server shared by every test of the session."""
+    with _serving() as server:
+        yield server
+
+
+@pytest.fixture
+def file_server_factory() -> Iterator[FileServerFactory]:
+    """Start extra servers (e.g. one per host); all close after the test."""
+    with contextlib.ExitStack() as stack:
+
+        def start(
+            root: str | os.PathLike[str] | None = None,
+            files: Mapping[str, bytes] | None = None,
+            delay: float = 0.0,
+            **options: Any,
+        ) -> FileServer:
+            return stack.enter_context(_serving(root=root, files=files, delay=delay, **options))
+
+        yield start

@@ -14,7 +14,16 @@ import pytest
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 # Modules whose downloads run in child processes: one in-test loop is enough.
-_CHILD_PROCESS_MODULES = frozenset({"test_cli.py", "test_sharded.py"})
+_CHILD_PROCESS_MODULES = frozenset(
+    {
+        "test_cli.py",
+        "test_sharded.py",
+        "test_interrupt.py",
+        "test_limits.py",
+        "test_rerun.py",
+        "test_terminal.py",
+    }
+)
 
 
 def pytest_asyncio_loop_factories(

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,15 +33,19 @@ def write_list(path: Path, *lines: str) -> Path:
     return path
 
 
-def assert_usage_error(run: CliRun, *words: str) -> None:
+def assert_usage_error(
+    run: CliRun, *words: str, prog: str = "python -m asyncconc download"
+) -> None:
+    """argparse's shape: the sub-command's usage, then one ``PROG: error: ...`` line."""
     assert run.code == 2, run
     assert run.out == ""
     lines = run.err.strip().splitlines()
-    assert len(lines) == 1, run.err
-    assert lines[0].startswith("error: ")
+    assert lines[0].startswith(f"usage: {prog} "), run.err
+    assert lines[-1].startswith(f"{prog}: error: "), run.err
+    assert all(line.startswith(" ") for line in lines[1:-1]), run.err  # the usage, wrapped
     assert "Traceback" not in run.err
     for word in words:
-        assert word in lines[0]
+        assert word in lines[-1]
 
 
 def report_of(path: Path) -> list[dict[str, Any]]:
@@ -141,11 +146,13 @@ def test_quiet_prints_only_failures_and_the_summary(
     assert "1 ok, 0 skipped, 1 failed" in lines[1]
 
 
-def test_an_empty_list_exits_0(tmp_path: Path, run_cli: RunCli) -> None:
+def test_an_empty_list_exits_0_and_says_so(tmp_path: Path, run_cli: RunCli) -> None:
     urls = write_list(tmp_path / "urls.txt", "# nothing", "")
-    run = run_cli("download", urls, "-o", tmp_path / "out")
+    report = tmp_path / "r.json"
+    run = run_cli("download", urls, "-o", tmp_path / "out", "--report", report)
     assert run.code == 0
-    assert "0 ok, 0 skipped, 0 failed" in run.out
+    assert run.out == f"no URLs in {urls}\n"
+    assert report_of(report) == []
 
 
 def test_output_folder_defaults_to_the_current_one_and_is_created(
@@ -310,7 +317,7 @@ def test_retries_and_timeout_options_apply(
     assert time.monotonic() - started < 10
     stalled, flaky = report_of(report)
     assert stalled["status"] == "failed"
-    assert "timed out" in stalled["error"]
+    assert "no data from 127.0.0.1:" in stalled["error"]
     assert (flaky["status"], flaky["attempts"]) == ("failed", 1)
 
 
@@ -329,7 +336,9 @@ def test_jobs_and_per_host_are_accepted(
     threaded_server: FileServer, tmp_path: Path, run_cli: RunCli
 ) -> None:
     threaded_server.add_bytes("a", b"a")
-    urls = write_list(tmp_path / "urls.txt", *[threaded_server.url("a", n=i) for i in range(5)])
+    urls = write_list(
+        tmp_path / "urls.txt", *[threaded_server.url("a", query={"n": i}) for i in range(5)]
+    )
     report = tmp_path / "r.json"
     run = run_cli(
         "download", urls, "-o", tmp_path / "out", "-j", "2", "--per-host", "1", "--report", report
@@ -373,6 +382,8 @@ def test_stdin_is_read_with_a_dash(
         (["--header", "Bad Name: v"], ["--header"]),
         (["--loop", "trio"], ["--loop"]),
         (["--bogus"], ["--bogus"]),
+        (["--header", "Range: bytes=0-10"], ["--header", "Range"]),
+        (["--header", "if-range: x"], ["--header"]),
     ],
 )
 def test_bad_option_values_are_usage_errors(
@@ -414,6 +425,99 @@ async def test_usage_errors_print_one_line_without_a_traceback(tmp_path: Path) -
     ):
         run = await run_cli_process("download", *args, cwd=tmp_path)
         assert_usage_error(run)
+
+
+def test_an_unrecognized_argument_names_the_sub_command(tmp_path: Path, run_cli: RunCli) -> None:
+    run = run_cli("download", tmp_path / "a", tmp_path / "b")
+    assert_usage_error(run, "unrecognized arguments:", str(tmp_path / "b"))
+    assert not (tmp_path / "a").exists()
+
+
+def test_errors_show_the_usage_of_the_command_they_belong_to(run_cli: RunCli) -> None:
+    assert_usage_error(run_cli(), "COMMAND", prog="python -m asyncconc")
+    assert_usage_error(run_cli("sum", "-1"), "N must be 0 or more", prog="python -m asyncconc sum")
+    run = run_cli("sum", "-1")
+    assert "sum: sum:" not in run.err  # one prefix
+
+
+def test_control_characters_in_arguments_are_shown_escaped(tmp_path: Path, run_cli: RunCli) -> None:
+    run = run_cli("download", tmp_path / "x\x1b[2Jy.txt")
+    assert_usage_error(run, "x\\x1b[2Jy.txt")
+    assert "\x1b" not in run.err
+
+
+def test_serve_on_a_file_says_it_is_a_file(tmp_path: Path, run_cli: RunCli) -> None:
+    listing = write_list(tmp_path / "l.txt", "x")
+    assert_usage_error(
+        run_cli("serve", listing), "is a file, not a folder", prog="python -m asyncconc serve"
+    )
+    assert_usage_error(
+        run_cli("serve", tmp_path / "nope"), "no such folder", prog="python -m asyncconc serve"
+    )
+
+
+def test_version_and_help_are_plain_text(run_cli: RunCli) -> None:
+    from asyncconc import __version__
+
+    run = run_cli("--version")
+    assert (run.code, run.out) == (0, f"asyncconc {__version__}\n")
+    for command in ([], ["download"], ["serve"], ["demo"], ["sum"]):
+        run = run_cli(*command, "--help")
+        assert run.code == 0
+        assert run.out.startswith("usage: python -m asyncconc")
+        for rest in ("``", ":func:", ":class:", ":meth:", ":mod:"):
+            assert rest not in run.out, (command, run.out)
+
+
+async def test_the_console_script_calls_itself_asyncconc(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("asyncconc")
+    if not script.exists():
+        pytest.skip("the package is not installed with its console script")
+    proc = await asyncio.create_subprocess_exec(
+        script, "download", stderr=asyncio.subprocess.PIPE, cwd=tmp_path
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert_usage_error(CliRun(2, "", err.decode()), "URLS_FILE", prog="asyncconc download")
+
+
+def test_a_trailing_comment_is_accepted(
+    threaded_server: FileServer, tmp_path: Path, run_cli: RunCli
+) -> None:
+    threaded_server.add_bytes("c.bin", b"c" * 100)
+    urls = write_list(
+        tmp_path / "urls.txt",
+        threaded_server.url("c.bin") + " c-named.bin # my comment",
+        threaded_server.url("c.bin") + "\t#another",
+    )
+    run = run_cli("download", urls, "-o", tmp_path / "out")
+    assert run.code == 0, run
+    assert files_under(tmp_path / "out") == {"c-named.bin", "c.bin"}
+    assert (tmp_path / "out" / "c-named.bin").read_bytes() == b"c" * 100
+
+
+def test_a_space_inside_a_url_and_a_url_as_a_name_are_invalid_lines(
+    threaded_server: FileServer, tmp_path: Path, run_cli: RunCli
+) -> None:
+    threaded_server.add_bytes("a.bin", b"a")
+    threaded_server.add_bytes("b.bin", b"b")
+    urls = write_list(
+        tmp_path / "urls.txt",
+        "http://exa mple.com/x",
+        threaded_server.url("a.bin") + "\t" + threaded_server.url("b.bin"),
+        threaded_server.base_url + "/ root.html",  # a root page under a name: fine
+    )
+    report = tmp_path / "r.json"
+    run = run_cli("download", urls, "-o", tmp_path / "out", "--report", report)
+    assert run.code == 1, run
+    entries = report_of(report)
+    assert "'http://exa mple.com/x': a space inside it?" in entries[0]["error"]
+    assert entries[0]["attempts"] == 0
+    assert "is a URL, not a name" in entries[1]["error"]
+    assert entries[1]["attempts"] == 0
+    assert threaded_server.hits("a.bin") == 0
+    assert threaded_server.hits("b.bin") == 0
+    assert not (tmp_path / "out" / "http:").exists()
 
 
 # -- real processes: stdin, signals, memory ------------------------------------------------------

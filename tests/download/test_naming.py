@@ -92,7 +92,7 @@ async def test_explicit_name_beats_content_disposition_and_url(
     explicit, from_cd = await download(
         [
             DownloadRequest.from_url(url, "sub/explicit.bin"),
-            server.url("url-name.bin", cd='attachment; filename="cd-name.bin"', x=1),
+            server.url("url-name.bin", cd='attachment; filename="cd-name.bin"', query={"x": 1}),
         ],
         dest,
     )
@@ -396,7 +396,8 @@ async def test_hostile_servers_never_write_outside_the_destination(
     dest = tmp_path / "deep" / "out"
     server.add_bytes("payload", b"x")
     urls = [
-        server.url("payload", cd=value, n=i) for i, value in enumerate(HOSTILE_CONTENT_DISPOSITIONS)
+        server.url("payload", cd=value, query={"n": i})
+        for i, value in enumerate(HOSTILE_CONTENT_DISPOSITIONS)
     ]
     urls += [
         server.base_url + "/..%2F..%2Fescape.txt",

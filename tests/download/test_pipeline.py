@@ -220,11 +220,22 @@ async def test_stream_yields_results_as_they_complete(
     server = threaded_server
     server.add_generated("stuck.bin", 1_000_000)
     server.add_bytes("quick.bin", b"quick")
-    async with Downloader(dest, timeout=60) as downloader:
+    stuck_url = server.url("stuck.bin", stall=200_000)
+    stuck_progressed = asyncio.Event()
+
+    def on_event(event: object) -> None:
+        if isinstance(event, DownloadProgress) and event.url == stuck_url:
+            stuck_progressed.set()
+
+    async with Downloader(dest, timeout=60, on_event=on_event) as downloader:
         async with contextlib.aclosing(
-            downloader.stream([server.url("stuck.bin", stall=200_000), server.url("quick.bin")])
+            downloader.stream([stuck_url, server.url("quick.bin")])
         ) as results:
             first = await anext(results)
+            # Under load quick.bin can finish before stuck.bin's first bytes:
+            # leave only once there is something to keep.
+            async with asyncio.timeout(30):
+                await stuck_progressed.wait()
         # Leaving the loop cancelled the stuck download and kept its data.
         assert other_tasks() == set()
     assert first.path == "quick.bin"
@@ -251,7 +262,7 @@ async def test_input_is_consumed_lazily_within_the_concurrency_bound(
         for i in range(12):
             pulled += 1
             ahead.append(pulled - finished)
-            yield server.url("x", n=i, delay=0.01 * (i % 3))
+            yield server.url("x", query={"n": i}, delay=0.01 * (i % 3))
 
     async with Downloader(dest, concurrency=3, on_event=on_event) as downloader:
         results = [r async for r in downloader.stream(urls())]
@@ -265,7 +276,7 @@ async def test_an_endless_input_is_fine_when_the_caller_stops(
 ) -> None:
     server = threaded_server
     server.add_bytes("x", b"x")
-    endless = (server.url("x", n=i) for i in itertools.count())
+    endless = (server.url("x", query={"n": i}) for i in itertools.count())
     got: list[DownloadResult] = []
     async with Downloader(dest, concurrency=2) as downloader:
         async with contextlib.aclosing(downloader.stream(endless)) as results:
@@ -294,7 +305,7 @@ async def test_concurrency_and_per_host_bound_the_downloads_in_flight(
         elif isinstance(event, DownloadFinished):
             active -= 1
 
-    urls = [server.url("x", n=i, drip=0.04) for i in range(6)]  # ~0.16 s each
+    urls = [server.url("x", query={"n": i}, drip=0.04) for i in range(6)]  # ~0.16 s each
     async with Downloader(
         dest, concurrency=concurrency, per_host=per_host, on_event=on_event
     ) as downloader:

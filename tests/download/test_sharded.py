@@ -37,7 +37,9 @@ def _mixed_list(server: FileServer, tmp_path: Path) -> Path:
         lines.append(server.url(f"f{i}.bin"))
     lines += [
         server.url("f1.bin") + " f0.bin",  # explicit name colliding with a URL name
-        server.url("f2.bin", cd='attachment; filename="f3.bin"'),  # server name collides
+        # The server's name collides with line 4's URL name. Which claims it first
+        # is a race in any mode, so this answer comes late: line 4 always wins.
+        server.url("f2.bin", cd='attachment; filename="f3.bin"', delay=1),
         server.url("f4.bin", fail=1),  # a retry
         "ftp://example.invalid/x",  # an invalid line
         server.url("missing.bin"),  # a 404

@@ -268,3 +268,61 @@ async def test_without_checksum_no_digest_but_the_same_bytes(tmp_path: Path, siz
     await write_all(part, data)
     assert await part.commit(expected_size=size, expected_sha256=None) is None
     assert (tmp_path / "f.bin").read_bytes() == data
+
+
+async def test_a_slow_small_download_reaches_the_part_within_about_a_second(
+    tmp_path: Path,
+) -> None:
+    """Issue 7 item 4: data is on disk ~FLUSH_AGE after it arrived, not at the end."""
+    from asyncconc.downloader._writing import FLUSH_AGE
+
+    final = tmp_path / "slow.bin"
+    part = new_part(final)
+    data = pattern_bytes(60_000, seed=4)
+    await part.start(0)
+    await part.write(data[:1000])  # then nothing more arrives for a while
+    arrived = asyncio.get_running_loop().time()
+    while not (final.with_name("slow.bin.part").exists() and part_size(final) == 1000):
+        assert asyncio.get_running_loop().time() - arrived < FLUSH_AGE + 5, "never flushed"
+        await asyncio.sleep(0.02)
+    # More data, then the rest: the commit completes the same file.
+    await write_all(part, data[1000:], piece=997)
+    assert (
+        await part.commit(expected_size=len(data), expected_sha256=None)
+        == hashlib.sha256(data).hexdigest()
+    )
+    assert final.read_bytes() == data
+    assert files_under(tmp_path) == {"slow.bin"}
+
+
+def part_size(final: Path) -> int:
+    try:
+        return final.with_name(final.name + ".part").stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
+async def test_a_file_completed_within_the_second_is_never_seen_as_part(tmp_path: Path) -> None:
+    """The fast path stays: a quick file is written once, at commit, in one go."""
+    final = tmp_path / "quick.bin"
+    part = new_part(final)
+    data = pattern_bytes(200_000, seed=5)
+    await part.start(0)
+    await write_all(part, data)
+    assert not final.with_name("quick.bin.part").exists()
+    await part.commit(expected_size=len(data), expected_sha256=None)
+    assert final.read_bytes() == data
+
+
+async def test_a_flush_by_age_is_kept_on_cancel(tmp_path: Path) -> None:
+    final = tmp_path / "k.bin"
+    part = new_part(final)
+    await part.start(0)
+    await part.write(b"a" * 500)
+    deadline = asyncio.get_running_loop().time() + 10
+    while part_size(final) != 500:
+        assert asyncio.get_running_loop().time() < deadline, "never flushed"
+        await asyncio.sleep(0.02)
+    await part.write(b"b" * 300)
+    part.keep()
+    assert final.with_name("k.bin.part").read_bytes() == b"a" * 500 + b"b" * 300

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "AsyncCallable",
     "NeedsContextError",
     "TaskFailedError",
     "Unpicklable",
@@ -23,22 +25,30 @@ __all__ = [
     "async_pid",
     "async_sleep",
     "blob",
+    "blocking_coroutine",
     "boom",
     "crash_once",
     "deaf_sleep",
     "get_initialized",
+    "gil_hog",
     "inc",
+    "init_exit",
     "init_fail",
+    "init_hang",
     "init_mark",
     "kill_self",
     "length",
     "make_unpicklable",
+    "nested_pool_square",
     "pid",
     "raise_unrebuildable",
+    "returns_coroutine",
+    "run_asyncio",
     "running_loop_module",
     "sleep_then",
     "spin",
     "square",
+    "swallow_cancel",
     "touch_and_wait",
 ]
 
@@ -191,3 +201,56 @@ class NeedsContextError(Exception):
 
 def raise_unrebuildable() -> None:
     raise NeedsContextError(context="the worker")
+
+
+async def blocking_coroutine(seconds: float) -> None:
+    """Blocks its worker's event loop (a bug the pool must survive)."""
+    time.sleep(seconds)
+
+
+async def swallow_cancel(seconds: float) -> None:
+    """Ignores cancellation until ``seconds`` have passed."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(end - time.monotonic())
+
+
+def init_hang() -> None:
+    time.sleep(1e6)
+
+
+def init_exit() -> None:
+    os._exit(3)
+
+
+def gil_hog(marker: str) -> int:
+    """Create ``marker.PID``, then one long C call that holds the GIL (minutes)."""
+    Path(f"{marker}.{os.getpid()}").touch()
+    return sum(range(3 * 10**10))
+
+
+def run_asyncio(x: int) -> int:
+    """A plain function that runs its own event loop."""
+    return asyncio.run(async_add(x, 1))
+
+
+class AsyncCallable:
+    """An object whose call returns a coroutine (``async def __call__``)."""
+
+    async def __call__(self, x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 10
+
+
+def returns_coroutine(x: int) -> Any:
+    """A plain function returning an awaitable."""
+    return async_add(x, 2)
+
+
+async def nested_pool_square(x: int) -> int:
+    """Starts a pool inside a worker and uses it."""
+    from asyncconc import LoopPool
+
+    async with LoopPool(1) as inner:
+        return await inner.submit(square, x)

@@ -34,13 +34,15 @@ def test_sum_of_nothing_is_zero(capsys: pytest.CaptureFixture[str]) -> None:
         (["sum", "10", "--chunks", "0"], "--chunks must be at least 1"),
     ],
 )
-def test_sum_refuses_bad_input_with_one_line(
+def test_sum_refuses_bad_input_with_its_usage_and_one_error_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert message in err
-    assert err.count("\n") == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("usage: python -m asyncconc sum ")
+    assert [line for line in lines if "error:" in line] == [lines[-1]]
+    assert lines[-1].startswith("python -m asyncconc sum: error: ")
+    assert message in lines[-1]
 
 
 def test_sum_runs_as_a_command() -> None:

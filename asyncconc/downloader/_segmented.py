@@ -1,0 +1,585 @@
+"""One file over several connections (``--split N``): Range segments written in place.
+
+When ``split > 1`` and the first answer for a URL is a ``200`` that says
+``Accept-Ranges: bytes`` with a ``Content-Length`` of at least
+``2 * MIN_SEGMENT``, the file is cut into up to ``split`` segments. The first
+segment is read from that first answer (its connection is closed once the
+segment is complete); every other segment gets its own ``GET`` with
+``Range: bytes=A-B`` and ``If-Range`` (the first answer's strong ETag, else
+its Last-Modified). Each connection writes its bytes into ``NAME.part`` at
+their offsets with ``os.pwritev`` from a worker thread (one write in flight
+per segment, so memory stays under ``2 * FLUSH_BYTES`` per segment), in
+batches of ``FLUSH_BYTES`` or after ``FLUSH_AGE`` (1 s), whichever comes first,
+as the one-connection path does; on Ctrl-C or an error what was received is
+written before the sidecar is saved.
+
+Never corrupt:
+
+* the final name appears only after every segment is complete, the file
+  has the announced length and (when asked for) the sha256 matches; it is
+  an ``os.replace`` of the ``.part``;
+* every ``206`` must start where it was asked to, announce the same total
+  length and carry the same validator; a ``200`` to a segment request means
+  the server ignored the Range or the file changed (If-Range): the
+  segmented state is dropped and the file starts again on one connection;
+* progress survives a crash: the ``NAME.part.meta`` sidecar records, for
+  each segment, how many bytes from its start are on disk, and is replaced
+  atomically (write a temporary file, ``os.replace``) only after those bytes
+  were written (at the latest ``SAVE_SECONDS`` after a write completes), so
+  after Ctrl-C or SIGKILL it never claims more than the ``.part`` holds.
+  (Written to the page cache, not ``fsync``-ed: it survives a killed
+  process, not a power cut, like a one-connection ``.part``.)
+
+Resuming: a later run finds the sidecar's ``segments`` (whatever its own
+``--split``) and asks only for the missing part of every segment, with
+``If-Range``; without a validator it cannot prove the file unchanged and
+starts again.
+
+Falls back to the one-connection path (returns ``None``) when the server
+does not announce byte ranges, the length is unknown or small, or the
+answer came from another origin after a redirect.
+
+This module does not import the fetching code (which calls it): failures
+come back as :class:`SegmentRetry` (transient: the caller retries, and the
+retry resumes) or :class:`SegmentRestart` (start the file again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from asyncconc._errors import IntegrityError, WriteError
+from asyncconc.downloader._models import DownloadEvent, DownloadProgress, DownloadStarted
+from asyncconc.downloader._writing import FLUSH_AGE, FLUSH_BYTES, meta_path, part_path
+
+__all__ = [
+    "MIN_SEGMENT",
+    "SegmentRestart",
+    "SegmentRetry",
+    "SegmentedFetch",
+    "plan_segments",
+    "resume_segmented",
+    "start_segmented",
+]
+
+# Below this per segment another connection costs more than it brings.
+MIN_SEGMENT = 1 << 20
+# The sidecar is rewritten when a segment has this many more bytes on disk, or
+# this long after its last update (so a kill loses at most ~that much work).
+SAVE_EVERY = 8 << 20
+SAVE_SECONDS = 0.5
+_OPEN_FLAGS = os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_READ_CHUNK = 1 << 20
+
+
+class SegmentRetry(Exception):
+    """A transient failure; the progress is saved and a retry resumes it."""
+
+
+class SegmentRestart(Exception):
+    """Start this file again; ``split_off``: on one connection."""
+
+    def __init__(self, message: str, *, split_off: bool) -> None:
+        super().__init__(message)
+        self.split_off = split_off
+
+
+@dataclass(slots=True)
+class SegmentedFetch:
+    """What one segmented download needs from its caller."""
+
+    session: aiohttp.ClientSession
+    url: str
+    rel: str
+    target: Path
+    headers: Mapping[str, str]
+    timeout: aiohttp.ClientTimeout
+    emit: Callable[[DownloadEvent], None]
+    checksum: bool
+    expected_sha256: str | None
+
+
+@dataclass(slots=True)
+class _Segment:
+    start: int
+    end: int  # exclusive
+    done: int = 0  # bytes from ``start`` that are on disk
+    saved: int = 0  # ``done`` as last recorded in the sidecar
+    pending: threading.Event | None = None  # set when the write in flight is over
+    future: asyncio.Future[None] | None = None  # that write, for the loop side
+    chunks: list[bytes] = field(default_factory=list)  # received, not yet handed over
+    gathered: int = 0  # their length
+    next_offset: int = 0  # where ``chunks`` go
+    timer: asyncio.TimerHandle | None = None  # the FLUSH_AGE flush
+
+    @property
+    def complete(self) -> bool:
+        return self.start + self.done >= self.end
+
+
+def plan_segments(size: int, split: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of up to ``split`` segments of ``size`` bytes, each >= MIN_SEGMENT."""
+    count = max(1, min(split, size // MIN_SEGMENT))
+    step = -(-size // count)
+    return [(a, min(a + step, size)) for a in range(0, size, step)]
+
+
+def _validator(etag: str | None, last_modified: str | None) -> str | None:
+    if etag and not etag.startswith("W/"):
+        return etag
+    return last_modified
+
+
+@dataclass(slots=True)
+class _State:
+    """The ``.part`` being filled and its sidecar."""
+
+    fetch: SegmentedFetch
+    url: str  # where the segments are asked for
+    total: int
+    etag: str | None
+    last_modified: str | None
+    segments: list[_Segment]
+    fd: int | None = None
+    saved_at: float = 0.0
+
+    @property
+    def part(self) -> Path:
+        return part_path(self.fetch.target)
+
+    @property
+    def meta(self) -> Path:
+        return meta_path(self.fetch.target)
+
+    @property
+    def done(self) -> int:
+        return sum(s.done for s in self.segments)
+
+    def save(self) -> None:
+        """Record every segment's progress: a temporary file, then ``os.replace``."""
+        text = json.dumps(
+            {
+                "url": self.fetch.url,
+                "etag": self.etag,
+                "last_modified": self.last_modified,
+                "size": self.total,
+                "segments": [[s.start, s.end, s.done] for s in self.segments],
+            }
+        )
+        tmp = self.meta.with_name(self.meta.name + f".{os.getpid()}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o644)
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, self.meta)
+        self.saved_at = time.monotonic()
+        for s in self.segments:
+            s.saved = s.done
+
+    def open_fresh(self) -> None:
+        self.part.parent.mkdir(parents=True, exist_ok=True)
+        for path in (self.part, self.meta):  # never written through a planted symlink
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        # The sidecar first: a full-length .part (all holes) without it would
+        # look finished to the one-connection path (a 416 to its Range). Killed
+        # here, a sidecar without a .part is ignored; a short .part restarts.
+        self.save()
+        self.fd = os.open(self.part, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o644)
+        os.ftruncate(self.fd, self.total)
+
+    def open_existing(self) -> None:
+        fd = os.open(self.part, _OPEN_FLAGS)
+        if os.fstat(fd).st_size != self.total:
+            os.close(fd)
+            raise SegmentRestart("the .part file changed size", split_off=False)
+        self.fd = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def discard(self) -> None:
+        self.close()
+        for path in (self.part, self.meta):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def write(self, segment: _Segment, chunks: list[bytes], offset: int) -> None:
+        """Worker thread: ``chunks`` at ``offset``; then count them as done."""
+        assert self.fd is not None
+        total = sum(map(len, chunks))
+        views = [memoryview(c) for c in chunks]
+        written = 0
+        while written < total:
+            n = os.pwritev(self.fd, views, offset + written)
+            written += n
+            while views and n >= len(views[0]):
+                n -= len(views[0])
+                views.pop(0)
+            if views and n:
+                views[0] = views[0][n:]
+        segment.done += total
+
+    def digest(self) -> str:
+        digest = hashlib.sha256()
+        with open(self.part, "rb") as fh:
+            while block := fh.read(_READ_CHUNK):
+                digest.update(block)
+        return digest.hexdigest()
+
+
+def _same_origin(a: str, b: str) -> bool:
+    return urlsplit(a)[:2] == urlsplit(b)[:2]
+
+
+async def start_segmented(
+    fetch: SegmentedFetch, response: aiohttp.ClientResponse, split: int
+) -> tuple[int, str | None] | None:
+    """Download ``fetch.url`` in segments, reading the first from ``response`` (a 200).
+
+    Returns (bytes, sha256 or ``None``), or ``None`` without reading anything
+    when this answer cannot be segmented (the caller saves it on one
+    connection). Raises :class:`SegmentRetry`, :class:`SegmentRestart`,
+    :class:`~asyncconc.IntegrityError` or :class:`~asyncconc.WriteError`.
+    """
+    total = response.content_length
+    ranges = response.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
+    url = str(response.url)
+    encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+    if (
+        split < 2
+        or not ranges
+        or encoded
+        or total is None
+        or total < 2 * MIN_SEGMENT
+        or not _same_origin(url, fetch.url)
+    ):
+        return None
+    state = _State(
+        fetch,
+        url,
+        total,
+        response.headers.get("ETag"),
+        response.headers.get("Last-Modified"),
+        [_Segment(a, b) for a, b in plan_segments(total, split)],
+    )
+    try:
+        await asyncio.to_thread(state.open_fresh)
+    except OSError as exc:
+        raise WriteError(f"cannot write {state.part}: {exc.strerror}", url=fetch.url) from exc
+    fetch.emit(DownloadStarted(fetch.url, fetch.rel, total, 0))
+    return await _run(state, response)
+
+
+async def resume_segmented(
+    fetch: SegmentedFetch, meta: Mapping[str, Any]
+) -> tuple[int, str | None]:
+    """Finish a segmented ``.part`` whose sidecar holds ``meta``; as :func:`start_segmented`."""
+    try:
+        total = int(meta["size"])
+        segments = [_Segment(int(a), int(b), int(d)) for a, b, d in meta["segments"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SegmentRestart("unreadable segment state", split_off=False) from exc
+    covered = [(s.start, s.end) for s in segments]
+    if (
+        not segments
+        or covered[0][0] != 0
+        or covered[-1][1] != total
+        or any(a[1] != b[0] for a, b in itertools.pairwise(covered))
+        or any(not 0 <= s.done <= s.end - s.start for s in segments)
+    ):
+        raise SegmentRestart("inconsistent segment state", split_off=False)
+    if meta.get("url") not in (None, fetch.url):
+        raise SegmentRestart("the .part was for another URL", split_off=False)
+    etag, last_modified = meta.get("etag"), meta.get("last_modified")
+    if _validator(etag, last_modified) is None:
+        # Without If-Range a changed file would be stitched from two versions.
+        raise SegmentRestart("no validator to resume segments with", split_off=False)
+    state = _State(fetch, fetch.url, total, etag, last_modified, segments)
+    for s in segments:
+        s.saved = s.done
+    try:
+        await asyncio.to_thread(state.open_existing)
+    except FileNotFoundError as exc:
+        raise SegmentRestart("the .part file is gone", split_off=False) from exc
+    except OSError as exc:
+        raise WriteError(f"cannot write {state.part}: {exc.strerror}", url=fetch.url) from exc
+    fetch.emit(DownloadStarted(fetch.url, fetch.rel, total, state.done))
+    return await _run(state, None)
+
+
+async def _run(state: _State, first: aiohttp.ClientResponse | None) -> tuple[int, str | None]:
+    """Fill every unfinished segment at once; commit when all are complete."""
+    committed = False
+    try:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index, segment in enumerate(state.segments):
+                    if segment.complete:
+                        continue
+                    source = first if index == 0 else None
+                    group.create_task(_fill(state, segment, source))
+        except BaseExceptionGroup as group_error:
+            # One reason is enough; prefer a restart, then a hard error.
+            errors = group_error.exceptions
+            for kind in (SegmentRestart, IntegrityError, WriteError, SegmentRetry):
+                for exc in errors:
+                    if isinstance(exc, kind):
+                        raise exc from None
+            raise
+        if not all(s.complete for s in state.segments) or state.done != state.total:
+            raise SegmentRetry("segments ended early")
+        digest = await _commit(state)
+        committed = True
+        return state.total, digest
+    except SegmentRestart:
+        _finish_writes(state)
+        state.discard()
+        raise
+    finally:
+        if not committed:
+            _finish_writes(state)
+            state.close()
+            if state.part.exists():
+                with contextlib.suppress(OSError):
+                    state.save()
+
+
+def _finish_writes(state: _State) -> None:
+    """Wait (synchronously: we may be cancelled) for every write in flight; write the rest.
+
+    What was received but not yet written is written here, when every earlier
+    byte of its segment is on disk, so Ctrl-C loses nothing received.
+    """
+    for s in state.segments:
+        pending, s.pending = s.pending, None
+        if pending is not None:
+            pending.wait()
+        s.future = None
+        if s.timer is not None:
+            s.timer.cancel()
+            s.timer = None
+        chunks, s.chunks, s.gathered = s.chunks, [], 0
+        if chunks and state.fd is not None and s.start + s.done == s.next_offset:
+            with contextlib.suppress(OSError):
+                state.write(s, chunks, s.next_offset)
+
+
+async def _commit(state: _State) -> str | None:
+    fetch = state.fetch
+
+    def finish() -> str | None:
+        state.close()
+        if os.stat(state.part).st_size != state.total:
+            raise IntegrityError(
+                f"{state.part.name} is not {state.total} bytes long", url=fetch.url
+            )
+        digest = state.digest() if fetch.checksum or fetch.expected_sha256 else None
+        if fetch.expected_sha256 is not None and digest != fetch.expected_sha256.lower():
+            state.discard()
+            raise IntegrityError(
+                f"sha256 mismatch: expected {fetch.expected_sha256.lower()}, got {digest}",
+                url=fetch.url,
+            )
+        os.replace(state.part, fetch.target)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(state.meta)
+        return digest
+
+    try:
+        return await asyncio.shield(asyncio.to_thread(finish))
+    except OSError as exc:
+        raise WriteError(f"cannot write {fetch.target}: {exc.strerror}", url=fetch.url) from exc
+
+
+async def _fill(state: _State, segment: _Segment, response: aiohttp.ClientResponse | None) -> None:
+    """Receive the rest of ``segment`` (from ``response``, or a new Range request)."""
+    owned = response is None
+    try:
+        if response is None:
+            response = await _request_range(state, segment)
+        await _receive(state, segment, response)
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+        raise SegmentRetry(f"segment at {segment.start}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if response is not None:
+            if owned and segment.complete:
+                response.release()  # the range was read to its end: keep the connection
+            else:
+                response.close()  # the first answer goes on with the whole file: stop it
+
+
+async def _request_range(state: _State, segment: _Segment) -> aiohttp.ClientResponse:
+    fetch = state.fetch
+    first = segment.start + segment.done
+    headers = dict(fetch.headers)
+    headers["Accept-Encoding"] = "identity"
+    headers["Range"] = f"bytes={first}-{segment.end - 1}"
+    validator = _validator(state.etag, state.last_modified)
+    if validator:
+        headers["If-Range"] = validator
+    response = await fetch.session.get(
+        state.url,
+        headers=headers,
+        allow_redirects=False,
+        auto_decompress=False,
+        timeout=fetch.timeout,
+    )
+    problem = _check_206(state, response, first)
+    if problem is not None:
+        response.release()
+        raise problem
+    return response
+
+
+def _check_206(state: _State, response: aiohttp.ClientResponse, first: int) -> BaseException | None:
+    status = response.status
+    if status == 200:
+        return SegmentRestart("the server ignored the Range or the file changed", split_off=True)
+    if status >= 500 or status in (408, 429):
+        return SegmentRetry(f"HTTP {status} for a segment")
+    if status != 206:
+        return SegmentRestart(f"HTTP {status} for a segment", split_off=True)
+    got_first, got_total = _content_range(response.headers.get("Content-Range"))
+    if got_first != first or got_total != state.total:
+        return SegmentRestart(
+            f"the server sent bytes from {got_first} of {got_total} "
+            f"when {first} of {state.total} was asked for",
+            split_off=True,
+        )
+    for name, known in (("ETag", state.etag), ("Last-Modified", state.last_modified)):
+        value = response.headers.get(name)
+        if known and value and value != known:
+            return SegmentRestart(f"the file changed ({name})", split_off=False)
+    return None
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    unit, _, rest = (value or "").strip().partition(" ")
+    span, _, total = rest.partition("/")
+    first, _, _ = span.partition("-")
+    if unit.lower() != "bytes" or not first.strip().isdigit() or not total.strip().isdigit():
+        return None, None
+    return int(first), int(total)
+
+
+async def _receive(state: _State, segment: _Segment, response: aiohttp.ClientResponse) -> None:
+    emit = state.fetch.emit
+    url = state.fetch.url
+    segment.next_offset = segment.start + segment.done
+    left = segment.end - segment.next_offset
+    loop = asyncio.get_running_loop()
+    try:
+        async for chunk in response.content.iter_any():
+            if len(chunk) > left:
+                chunk = chunk[:left]
+            if not segment.chunks and segment.timer is None:
+                # Received bytes reach the .part within FLUSH_AGE, however slow.
+                segment.timer = loop.call_later(FLUSH_AGE, _on_age, state, segment)
+            segment.chunks.append(chunk)
+            segment.gathered += len(chunk)
+            left -= len(chunk)
+            emit(DownloadProgress(url, len(chunk)))
+            if segment.gathered >= FLUSH_BYTES or left == 0:
+                await _wait(state, segment)
+                _submit(state, segment)
+            if left == 0:
+                break
+        if segment.chunks:
+            await _wait(state, segment)
+            _submit(state, segment)
+        await _wait(state, segment)
+    finally:
+        if segment.timer is not None:
+            segment.timer.cancel()
+            segment.timer = None
+    if not segment.complete:
+        raise SegmentRetry(f"segment at {segment.start} ended early")
+
+
+async def _wait(state: _State, segment: _Segment) -> None:
+    """Until the segment's write in flight is on disk."""
+    future, segment.future = segment.future, None
+    if future is None:
+        return
+    try:
+        await asyncio.shield(future)  # a cancel must not drop a write half done
+    except OSError as exc:
+        raise WriteError(
+            f"cannot write {state.part}: {exc.strerror or exc}", url=state.fetch.url
+        ) from exc
+    segment.pending = None
+
+
+def _on_age(state: _State, segment: _Segment) -> None:
+    """The oldest gathered byte of ``segment`` is FLUSH_AGE old: write what is gathered."""
+    segment.timer = None
+    if not segment.chunks or state.fd is None:
+        return
+    future = segment.future
+    if future is not None and not future.done():
+        loop = asyncio.get_running_loop()
+        segment.timer = loop.call_later(FLUSH_AGE / 10, _on_age, state, segment)
+        return
+    if future is not None:
+        if future.cancelled() or future.exception() is not None:
+            return  # the next _wait raises it
+        segment.future = None
+        segment.pending = None
+    _submit(state, segment)
+
+
+def _submit(state: _State, segment: _Segment) -> None:
+    """Hand the gathered chunks to a thread, not waiting: the next batch is gathered meanwhile.
+
+    The caller made sure no write of this segment is in flight (one at a
+    time keeps each segment's bytes in order and ``done`` exact).
+    ``segment.pending`` lets the synchronous cleanup wait for it.
+    """
+    if segment.timer is not None:
+        segment.timer.cancel()
+        segment.timer = None
+    chunks, offset = segment.chunks, segment.next_offset
+    segment.next_offset += segment.gathered
+    segment.chunks, segment.gathered = [], 0
+    done = threading.Event()
+
+    def job() -> None:
+        try:
+            state.write(segment, chunks, offset)
+        finally:
+            done.set()
+
+    segment.pending = done
+    future = asyncio.get_running_loop().run_in_executor(None, job)
+    future.add_done_callback(lambda f: _written(state, f))
+    segment.future = future
+
+
+def _written(state: _State, future: asyncio.Future[None]) -> None:
+    """On the loop, after a write: record progress in the sidecar when it is due."""
+    if future.cancelled() or future.exception() is not None or state.fd is None:
+        return
+    if (
+        any(s.done - s.saved >= SAVE_EVERY for s in state.segments)
+        or time.monotonic() - state.saved_at >= SAVE_SECONDS
+    ):
+        with contextlib.suppress(OSError):  # the next save, or the final one, tells
+            state.save()

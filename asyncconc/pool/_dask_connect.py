@@ -1,0 +1,139 @@
+"""DaskPool's side of the cluster: connect (or start a LocalCluster), survey, release.
+
+Dask's own connect waits 30 s by default and then raises a bare ``OSError``;
+here the wait is ``connect_timeout`` and the failure a :class:`PoolError`
+naming the address. Nothing is closed that the pool did not open: a Client
+passed in stays open, only the pool's worker plugin is removed from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from asyncconc._errors import PoolError
+
+__all__ = [
+    "CPU_RESOURCE",
+    "INSTALL_HINT",
+    "Connection",
+    "connect",
+    "release",
+    "require_distributed",
+    "survey_workers",
+]
+
+CPU_RESOURCE = "asyncconc-cpu"
+INSTALL_HINT = "pip install 'asyncconc[dask]'"
+
+
+def require_distributed() -> Any:
+    """The ``distributed`` module, or :class:`PoolError` saying how to install it."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise PoolError(
+            f"the Dask backend needs the 'distributed' package: {INSTALL_HINT}"
+        ) from exc
+    return distributed
+
+
+@dataclass(slots=True)
+class Connection:
+    """What a pool holds of a cluster; filled step by step, so a failed start releases it."""
+
+    client: Any = None
+    cluster: Any = None
+    owns_client: bool = False
+
+
+async def connect(
+    conn: Connection,
+    address: str | Any | None,
+    *,
+    local_workers: int,
+    threads: int,
+    connect_timeout: float,
+) -> None:
+    """Fill ``conn``: start a LocalCluster (``address=None``), connect, or adopt a Client.
+
+    Then wait up to ``connect_timeout`` for the workers (all of a pool-owned
+    cluster's, else one).
+    """
+    distributed = require_distributed()
+    import dask
+
+    if address is None:
+        # Set while the in-process scheduler is created: it reads the value
+        # then. 0: the first worker death reaches the pool, as with LoopPool.
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            conn.cluster = await distributed.LocalCluster(
+                n_workers=local_workers,
+                threads_per_worker=threads,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",  # None would still bind 8787
+                resources={CPU_RESOURCE: 1},
+                asynchronous=True,
+            )
+        conn.client = await distributed.Client(conn.cluster, asynchronous=True)
+        conn.owns_client = True
+    elif isinstance(address, str):
+        try:
+            async with asyncio.timeout(connect_timeout + 1.0):
+                conn.client = await distributed.Client(
+                    address, asynchronous=True, timeout=connect_timeout
+                )
+        except (OSError, TimeoutError) as exc:
+            raise PoolError(
+                f"cannot reach the Dask scheduler at {address} within {connect_timeout:g} s: {exc}"
+            ) from exc
+        conn.owns_client = True
+    else:
+        if not getattr(address, "asynchronous", False):
+            raise ValueError("DaskPool needs an asynchronous Client (asynchronous=True)")
+        conn.client = address
+    wanted = local_workers if conn.cluster is not None else 1
+    try:
+        await conn.client.wait_for_workers(wanted, timeout=connect_timeout)
+    except TimeoutError as exc:
+        raise PoolError(
+            f"the Dask scheduler at {conn.client.scheduler.address} has no workers "
+            f"after {connect_timeout:g} s"
+        ) from exc
+
+
+async def survey_workers(client: Any) -> tuple[int, bool]:
+    """How many workers, and whether every one advertises :data:`CPU_RESOURCE`."""
+    info = await client.scheduler.identity()
+    workers: dict[str, Any] = info.get("workers", {})
+    has_cpu = bool(workers) and all(
+        CPU_RESOURCE in w.get("resources", {}) for w in workers.values()
+    )
+    return max(1, len(workers)), has_cpu
+
+
+async def release(conn: Connection, plugin_name: str, timeout: float) -> None:
+    """Remove the pool's plugin; close the client and cluster if the pool opened them.
+
+    Idempotent; each step is bounded by ``timeout``.
+    """
+    client, cluster = conn.client, conn.cluster
+    conn.cluster = None
+    if client is None:
+        return
+    try:
+        with contextlib.suppress(Exception):  # best effort: the workers may be gone
+            async with asyncio.timeout(timeout):
+                if client.status == "running":
+                    await client.unregister_worker_plugin(plugin_name)
+    finally:
+        if conn.owns_client:
+            conn.owns_client = False
+            async with asyncio.timeout(timeout):
+                await client.close()
+        if cluster is not None:
+            async with asyncio.timeout(timeout):
+                await cluster.close()

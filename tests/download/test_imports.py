@@ -1,0 +1,63 @@
+"""The downloader's module graph: no import cycles, and a cheap start-up."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncconc.downloader
+
+PACKAGE = Path(asyncconc.downloader.__file__).parent
+PREFIX = "asyncconc.downloader."
+
+
+def _imports(path: Path) -> set[str]:
+    """Downloader modules that ``path`` imports anywhere (top level or in a function)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        found.update(n.removeprefix(PREFIX) for n in names if n.startswith(PREFIX))
+    return found
+
+
+def test_downloader_modules_import_each_other_without_a_cycle() -> None:
+    graph = {p.stem: _imports(p) for p in PACKAGE.glob("_*.py")}
+    state: dict[str, str] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        if state.get(module) == "done":
+            return
+        assert state.get(module) != "open", "import cycle: " + " -> ".join([*trail, module])
+        state[module] = "open"
+        for other in sorted(graph.get(module, ())):
+            visit(other, [*trail, module])
+        state[module] = "done"
+
+    assert "_pipeline" in graph
+    assert "_sharded" in graph
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_download_of_an_empty_list_does_not_load_aiohttp(tmp_path: Path) -> None:
+    # aiohttp's import is ~0.1 s of the start-up; a run with nothing to fetch
+    # must not pay it (issue target: <= 0.15 s for an empty list).
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    code = (
+        "import sys\n"
+        "from asyncconc.cli import main\n"
+        f"rc = main(['download', {str(empty)!r}, '-o', {str(tmp_path / 'out')!r}, '-q'])\n"
+        "print(rc, sorted(m for m in ('aiohttp', 'aiohttp.client') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.splitlines()[-1] == "0 []", out.stdout + out.stderr
+    assert f"no URLs in {empty}" in out.stdout  # issue 7: said so instead of a 0-file summary
