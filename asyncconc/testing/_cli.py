@@ -66,6 +66,14 @@ def register(subparsers: Any) -> None:
         help="longest request line or header line; at most 100 headers (default: 8190)",
     )
     parser.add_argument(
+        "--max-connections",
+        type=int_at_least(1),
+        default=512,
+        metavar="N",
+        help="open connections at once per process; more are closed on arrival "
+        "(default: 512, at most the descriptor limit less 64)",
+    )
+    parser.add_argument(
         "--workers",
         type=int_at_least(1, 256),
         default=1,
@@ -119,6 +127,7 @@ def _handle(args: argparse.Namespace) -> int:
                 idle_timeout=args.idle_timeout,
                 max_field_size=args.max_header_size,
                 reuse_port=args.reuse_port,
+                max_connections=args.max_connections,
             ) as server:
                 print(f"serving {root} at {server.base_url}/ (Ctrl-C to stop)", flush=True)
                 await asyncio.Event().wait()
@@ -139,6 +148,7 @@ def _supervise(args: argparse.Namespace, root: Path) -> int:
             "serve", str(root.resolve()), "--host", args.host, "--port", str(port),
             "--reuse-port", "--delay", str(args.delay), "--idle-timeout", str(args.idle_timeout),
             "--max-header-size", str(args.max_header_size), "--loop", args.loop,
+            "--max-connections", str(args.max_connections),
         ]  # fmt: skip
         argv += ["--faults"] * args.faults + ["--list"] * args.list
         host = f"[{args.host}]" if ":" in args.host else args.host

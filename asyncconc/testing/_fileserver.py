@@ -55,6 +55,7 @@ import email.utils
 import hashlib
 import html
 import os
+import resource
 import ssl
 import time
 from collections import OrderedDict
@@ -536,6 +537,25 @@ def _tls_contexts(server: FileServer, host: str) -> ssl.SSLContext:
     return server_context
 
 
+def _cap_connections(server: web.Server, limit: int) -> None:
+    """Close a connection on arrival when ``limit`` are already open.
+
+    The cap stays 64 below ``RLIMIT_NOFILE`` so files and the loop keep
+    descriptors: a flood of connections is refused, not served into EMFILE.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY:
+        limit = max(1, min(limit, soft - 64))
+    accept = server.connection_made
+
+    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+        accept(handler, transport)
+        if len(server.connections) > limit:
+            transport.abort()
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
+
+
 @contextlib.asynccontextmanager
 async def serve_files(
     root: str | os.PathLike[str] | None = None,
@@ -552,6 +572,7 @@ async def serve_files(
     max_field_size: int = 8190,
     max_headers: int = 100,
     reuse_port: bool = False,
+    max_connections: int = 512,
 ) -> AsyncIterator[FileServer]:
     """Serve ``root`` (a folder) and ``files`` (name -> bytes) on ``host:port``.
 
@@ -573,6 +594,9 @@ async def serve_files(
     more than ``max_headers`` headers, is refused with 400/431 before any
     handler runs, so no request can hold more than about
     ``max_field_size * max_headers`` bytes of headers.
+
+    At most ``max_connections`` connections are open at once (and never more
+    than the descriptor limit less 64); one more is closed on arrival.
 
     ``reuse_port=True`` binds with ``SO_REUSEPORT`` (``serve --workers``).
 
@@ -613,6 +637,8 @@ async def serve_files(
             max_headers=max_headers,
         )
         await runner.setup()
+        assert runner.server is not None
+        _cap_connections(runner.server, max_connections)
         try:
             site = web.TCPSite(
                 runner, host, port, ssl_context=server_context, reuse_port=reuse_port or None
