@@ -17,6 +17,8 @@ Network tests use :func:`asyncconc.testing.serve_files` on 127.0.0.1 (port
     exit code with what it printed.
 :func:`start_cli` / :func:`run_cli_process`
     ``python -m asyncconc ...`` as a real child process.
+:func:`wait_for_size`
+    Wait until a file a child process writes holds some bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,7 @@ import pytest
 from asyncconc.cli import main
 from asyncconc.testing import FileServer, serve_files, serve_files_in_thread
 
-__all__ = ["CliRun", "files_under", "run_cli_process", "start_cli"]
+__all__ = ["CliRun", "files_under", "run_cli_process", "start_cli", "wait_for_size"]
 
 
 @pytest.fixture
@@ -134,3 +137,16 @@ async def run_cli_process(
             await proc.wait()
     assert proc.returncode is not None
     return CliRun(proc.returncode, out.decode(), err.decode())
+
+
+async def wait_for_size(path: Path, size: int, timeout: float = 30.0) -> None:
+    """Wait until ``path`` holds at least ``size`` bytes (files are the sync point)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if path.stat().st_size >= size:
+                return
+        except FileNotFoundError:
+            pass
+        assert time.monotonic() < deadline, f"{path} never reached {size} bytes"
+        await asyncio.sleep(0.02)

@@ -23,7 +23,7 @@ import psutil  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
 from asyncconc.testing import FileServer
-from tests.conftest import CliRun, files_under, run_cli_process, start_cli
+from tests.conftest import CliRun, files_under, run_cli_process, start_cli, wait_for_size
 
 RunCli = Callable[..., CliRun]
 
@@ -52,19 +52,6 @@ def report_of(path: Path) -> list[dict[str, Any]]:
     data = json.loads(path.read_text(encoding="utf-8"))
     assert isinstance(data, list)
     return data
-
-
-async def wait_for_size(path: Path, size: int, timeout: float = 30.0) -> None:
-    """Wait until ``path`` holds at least ``size`` bytes (files are the sync point)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if path.stat().st_size >= size:
-                return
-        except FileNotFoundError:
-            pass
-        assert time.monotonic() < deadline, f"{path} never reached {size} bytes"
-        await asyncio.sleep(0.02)
 
 
 # -- exit codes and output -----------------------------------------------------------------

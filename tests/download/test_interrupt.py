@@ -11,7 +11,6 @@ import asyncio
 import json
 import re
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,23 +18,10 @@ from typing import Any
 import pytest
 
 from asyncconc.testing import FileServer
-from tests.conftest import start_cli
+from tests.conftest import start_cli, wait_for_size
 
 SMALL = 300
 BIG = 4
-
-
-async def wait_for_size(path: Path, size: int, timeout: float = 30.0) -> None:
-    """Until ``path`` holds ``size`` bytes; the file is the sync point."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if path.stat().st_size >= size:
-                return
-        except FileNotFoundError:
-            pass
-        assert time.monotonic() < deadline, f"{path} never reached {size} bytes"
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.slow
