@@ -5,13 +5,12 @@ core: concurrent downloads, a lock-guarded account, ping/pong through
 queues and a process pool with one event loop per core.
 """
 
-import importlib as _importlib
 import typing as _typing
 
+from asyncconc import _lazy
 from asyncconc._errors import (
     AccountError,
     AsyncConcError,
-    BrokenPoolError,
     ClosedError,
     DownloadError,
     FetchError,
@@ -26,7 +25,6 @@ from asyncconc._errors import (
     RedirectError,
     TaskTimeoutError,
     UsageError,
-    WorkerCrashedError,
     WriteError,
 )
 from asyncconc._runner import run
@@ -35,6 +33,7 @@ from asyncconc._runner import run
 # LoopPool imports ``asyncconc.pool`` without paying for aiohttp, and a
 # script that only needs the account does not load the downloader.
 if _typing.TYPE_CHECKING:
+    from asyncconc._broken import BrokenPoolError, WorkerCrashedError
     from asyncconc.account import Account, UnsafeAccount
     from asyncconc.downloader import (
         Downloader,
@@ -59,6 +58,9 @@ if _typing.TYPE_CHECKING:
     )
 
 _LAZY = {
+    # BrokenProcessPool subclasses: their base imports multiprocessing.
+    "BrokenPoolError": "asyncconc._broken",
+    "WorkerCrashedError": "asyncconc._broken",
     "Account": "asyncconc.account",
     "UnsafeAccount": "asyncconc.account",
     "DownloadEvent": "asyncconc.downloader",
@@ -81,19 +83,6 @@ _LAZY = {
     "partial_sum": "asyncconc.pool",
     "split_range": "asyncconc.pool",
 }
-
-
-def __getattr__(name: str) -> _typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'asyncconc' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
 
 
 __version__ = "0.1.0"
@@ -141,3 +130,5 @@ __all__ = [
     "run",
     "split_range",
 ]
+
+__getattr__, __dir__ = _lazy.attach(__name__, _LAZY, globals(), __all__)

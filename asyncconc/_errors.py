@@ -28,11 +28,16 @@ Errors from aiohttp, the OS and Dask are translated at one boundary each with
 (:class:`ClosedError`) is kept apart from "it broke"
 (:class:`WorkerCrashedError`). :class:`asyncio.CancelledError` is never
 subclassed, wrapped or swallowed.
+
+:class:`BrokenPoolError` and :class:`WorkerCrashedError` derive from
+``BrokenProcessPool``, whose module imports :mod:`multiprocessing` (a third
+of the start-up of ``asyncconc download``); they live in
+:mod:`asyncconc._broken` and are loaded from here on first use (PEP 562).
 """
 
 from __future__ import annotations
 
-from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "AccountError",
@@ -145,26 +150,23 @@ class PoolClosedError(PoolError, ClosedError, RuntimeError):
     """
 
 
-class BrokenPoolError(PoolError, BrokenProcessPool):
-    """The pool cannot run tasks any more: its initializer failed, or its fork server died.
-
-    Also a :class:`concurrent.futures.process.BrokenProcessPool` (so a
-    ``BrokenExecutor``), as ``ProcessPoolExecutor`` raises in those cases.
-    """
-
-
-class WorkerCrashedError(PoolError, BrokenProcessPool):
-    """The worker process running the task died (signal, ``os._exit``, crash).
-
-    Only that task fails (the worker is replaced and the pool goes on); it is
-    also a ``BrokenProcessPool``, which ``ProcessPoolExecutor`` raises when a
-    worker dies, so code written for it catches this too.
-    """
-
-
 class TaskTimeoutError(PoolError, TimeoutError):
     """A task ran longer than its own timeout and was abandoned."""
 
 
 class PicklingError(PoolError):
     """An argument or a result could not be pickled to cross processes."""
+
+
+if TYPE_CHECKING:
+    from asyncconc._broken import BrokenPoolError, WorkerCrashedError
+else:
+
+    def __getattr__(name: str) -> Any:
+        if name in ("BrokenPoolError", "WorkerCrashedError"):
+            from asyncconc import _broken
+
+            value = getattr(_broken, name)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,6 +26,7 @@ import re
 import stat as stat_module
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -123,6 +124,9 @@ class FetchContext:
     # Re-check recorded complete files with a conditional request.
     update: bool = False
     split: int = 1  # connections per file (--split); see _segmented
+    # The run's one file thread, where files that fit in memory are
+    # written whole (None: on the loop; see PartFile.commit).
+    files: Executor | None = None
     # Set when a write hit ENOSPC: the pipeline starts no new downloads.
     disk_full: bool = False
     _host_slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
@@ -208,7 +212,7 @@ class _Job:
         self.started = time.monotonic()
         self.attempts = 0
         self.rel: PurePosixPath | None = None
-        self._target: Path | None = None
+        self._target: str | None = None
         self.name_fixed = request.name is not None
         self.note: str | None = None
         self.size = 0
@@ -272,11 +276,15 @@ class _Job:
         return self.ctx.checksum or self.request.sha256 is not None
 
     @property
-    def target(self) -> Path:
-        """``dest / rel``, joined once per claimed name (it is asked for often)."""
+    def target(self) -> str:
+        """``dest / rel`` as a string, joined once per claimed name.
+
+        A string, not a Path: it is handed to os calls several times per
+        file, and a Path rebuilds its string form each time.
+        """
         assert self.rel is not None
         if self._target is None:
-            self._target = self.ctx.dest / self.rel
+            self._target = os.path.join(self.ctx.dest, str(self.rel))
         return self._target
 
     async def run(self) -> DownloadResult:
@@ -397,15 +405,19 @@ class _Job:
         # One lstat on the loop, like _skip_if_complete's (no thread hop).
         return os.path.lexists(self.target)
 
-    def _remember(self, etag: str | None, last_modified: str | None) -> None:
+    def _remember(
+        self, etag: str | None, last_modified: str | None, stat: tuple[int, int] | None = None
+    ) -> None:
         if self.ctx.index is not None and self.rel is not None:
-            self.ctx.index.add(self.request.url, self.rel, etag=etag, last_modified=last_modified)
+            self.ctx.index.add(
+                self.request.url, self.rel, etag=etag, last_modified=last_modified, stat=stat
+            )
 
     def _skip_if_complete(self) -> DownloadResult | None:
         if not self.name_fixed or self.ctx.overwrite or self.recorded is not None:
             return None
         try:
-            stat = self.target.lstat()
+            stat = os.lstat(self.target)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -427,7 +439,7 @@ class _Job:
         if len(self.rel.parts) == 1:
             return
         root = self.ctx.real_dest()
-        parent = os.path.realpath(self.target.parent)
+        parent = os.path.realpath(os.path.dirname(self.target))
         if os.path.commonpath([root, parent]) != root:
             raise DownloadError(
                 f"{self.rel} would be written outside the output folder (through a symlink)",
@@ -600,6 +612,7 @@ class _Job:
             last_modified=headers.get("Last-Modified"),
             remember=self.ctx.resume,
             checksum=self._checksum,
+            files=self.ctx.files,
         )
         assert self.rel is not None
         self._part = part
@@ -635,7 +648,7 @@ class _Job:
             except DownloadError as exc:
                 raise type(exc)(str(exc), url=url) from exc
             done = True
-            self._remember(headers.get("ETag"), headers.get("Last-Modified"))
+            self._remember(headers.get("ETag"), headers.get("Last-Modified"), part.stat)
         finally:
             self.size = part.size
             if not done:
@@ -654,7 +667,7 @@ class _Job:
             session=self.ctx.session,
             url=self.request.url,
             rel=self.rel.as_posix(),
-            target=self.target,
+            target=Path(self.target),
             headers=self.ctx.headers,
             timeout=self.ctx.timeout,
             emit=self.ctx.emit,

@@ -19,7 +19,11 @@ extended attributes on each file (``user.xdg.origin.url``, as curl and wget
   file system. The last record for a URL wins.
 * **Crash safety.** A record is appended after the file is renamed into
   place: a crash in between loses only the record (that URL then costs one
-  request, as a file with no record does). A torn last line is ignored. A
+  request, as a file with no record does). Records are gathered and
+  appended together, at most :data:`FLUSH_DELAY` seconds after the first of
+  them and when the run ends (one ``write`` for many files instead of an
+  open, a write and a close each), so a crash or SIGKILL loses at most that
+  much time's records; never a file. A torn last line is ignored. A
   record is trusted only while the file still has the recorded size and
   modification time, so a file edited or replaced since is not taken as
   complete, and a record never vouches for another URL.
@@ -30,6 +34,7 @@ The index only grows by one line per saved file; deleting it is always safe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -48,6 +53,8 @@ _OPEN_FLAGS = (
     | getattr(os, "O_NOFOLLOW", 0)
     | getattr(os, "O_CLOEXEC", 0)
 )
+# Seconds a new record may wait in memory before it is appended to the index.
+FLUSH_DELAY = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,20 +78,36 @@ class SavedRecord:
 
 
 class SavedIndex:
-    """The records of one folder, read once; new records are appended."""
+    """The records of one folder, read once; new records are appended.
+
+    Lookups (:meth:`get`, :meth:`owner`) see what earlier runs saved, never
+    the records this run adds.
+    """
 
     def __init__(self, dest: Path, records: dict[str, SavedRecord]) -> None:
         self.dest = dest
         self._by_url = records
         self._by_path = {r.path.as_posix().casefold(): r for r in records.values()}
+        self._pending: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._fd: int | None = None
 
     @classmethod
-    def load(cls, dest: Path) -> SavedIndex:
+    def load(cls, dest: Path, *, upto: int | None = None) -> SavedIndex:
+        """The records in ``dest``'s index; only its first ``upto`` bytes if given.
+
+        ``upto`` is the index's size when a run began: the worker processes
+        of one ``--workers`` run start at different times, and records that
+        another worker of the same run appended meanwhile must not change
+        which names this one chooses.
+        """
         records: dict[str, SavedRecord] = {}
         try:
-            text = (dest / INDEX_NAME).read_text("utf-8", errors="replace")
+            with open(dest / INDEX_NAME, "rb") as fh:
+                data = fh.read() if upto is None else fh.read(upto)
         except OSError:
-            text = ""
+            data = b""
+        text = data.decode("utf-8", errors="replace")
         for line in text.splitlines():
             record = _parse(line)
             if record is not None:
@@ -108,37 +131,70 @@ class SavedIndex:
         *,
         etag: str | None,
         last_modified: str | None,
+        stat: tuple[int, int] | None = None,
     ) -> None:
         """Record that ``path`` (complete, in place) was saved from ``url``.
 
-        Best effort: a folder that refuses the index only loses the
-        shortcut, never a download.
+        ``stat``: the file's (size, mtime_ns) when the caller knows them
+        (read before its descriptor was closed); else it is looked up.
+        The line reaches the index file within :data:`FLUSH_DELAY` seconds
+        (or at :meth:`close`). Best effort: a folder that refuses the index
+        only loses the shortcut, never a download.
         """
-        try:
-            stat = os.lstat(self.dest / path)
-        except OSError:
-            return
-        record = SavedRecord(url, path, stat.st_size, stat.st_mtime_ns, etag, last_modified)
+        if stat is None:
+            try:
+                st = os.lstat(self.dest / path)
+            except OSError:
+                return
+            stat = (st.st_size, st.st_mtime_ns)
+        size, mtime_ns = stat
         line = json.dumps(
             {
                 "url": url,
                 "path": path.as_posix(),
-                "size": record.size,
-                "mtime_ns": record.mtime_ns,
+                "size": size,
+                "mtime_ns": mtime_ns,
                 "etag": etag,
                 "last_modified": last_modified,
             },
             ensure_ascii=False,
             separators=(",", ":"),
         )
-        with contextlib.suppress(OSError):
-            fd = os.open(self.dest / INDEX_NAME, _OPEN_FLAGS, 0o644)
+        self._pending.append(line)
+        if self._timer is None:
             try:
-                os.write(fd, (line + "\n").encode("utf-8", errors="surrogateescape"))
-            finally:
-                os.close(fd)
-        self._by_url[url] = record
-        self._by_path[path.as_posix().casefold()] = record
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()  # no loop to wait on: write it now
+            else:
+                self._timer = loop.call_later(FLUSH_DELAY, self.flush)
+        # Not added to this run's lookups: which name a line gets must not
+        # depend on whether another line of the same URL happened to finish
+        # first. The next run reads it.
+
+    def flush(self) -> None:
+        """Append the gathered records in one write (O_APPEND: lines of
+        several processes never interleave)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        if not self._pending:
+            return
+        data = "".join(line + "\n" for line in self._pending)
+        self._pending.clear()
+        with contextlib.suppress(OSError):
+            if self._fd is None:
+                self._fd = os.open(self.dest / INDEX_NAME, _OPEN_FLAGS, 0o644)
+            view = memoryview(data.encode("utf-8", errors="surrogateescape"))
+            while view:
+                view = view[os.write(self._fd, view) :]
+
+    def close(self) -> None:
+        """Write what is gathered and close the index file; idempotent."""
+        self.flush()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def _parse(line: str) -> SavedRecord | None:

@@ -5,23 +5,30 @@ runs up to ``concurrency`` downloads at a time. The one-shot
 :func:`~asyncconc.download` lives in :mod:`._download`, above this module and
 :mod:`._sharded` (which imports this one), so the two form no cycle.
 
-Why :meth:`Downloader.stream` manages its tasks with :func:`asyncio.wait`
-rather than a TaskGroup: it is an async generator, and a TaskGroup open
-across a ``yield`` would cancel the *consumer's* task when a child fails,
-at whatever point the consumer happens to be. Here every task is created,
-awaited and, on exit (break, error, cancellation), cancelled and awaited
-inside the generator, so nothing outlives it. Per-URL failures are results;
-a bug in a task propagates.
+A run is ``concurrency`` long-lived worker tasks taking lines in turn from
+the one iterator, not a task per URL: a download that ends costs no task
+creation and no :func:`asyncio.wait` over everything in flight (a waiter
+and a callback per running task, per completion), and several downloads
+that end in one loop iteration are handed over at once.
+
+Why not a TaskGroup: :meth:`Downloader.stream` is an async generator, and a
+TaskGroup open across a ``yield`` would cancel the *consumer's* task when a
+child fails, at whatever point the consumer happens to be. Here every task
+is created, awaited and, on exit (break, error, cancellation), cancelled
+and awaited inside the generator, so nothing outlives it. Per-URL failures
+are results; a bug in a task propagates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import functools
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypedDict
@@ -161,7 +168,7 @@ class Downloader:
         self._state = _State.UNOPENED
         # Every download task of every stream, so that aclose() can stop a
         # stream whose consumer broke out of its loop without closing it.
-        self._tasks: set[asyncio.Task[DownloadResult]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Self:
         if self._state is not _State.UNOPENED:
@@ -203,7 +210,9 @@ class Downloader:
         if session is not None and self._owns_session:
             await session.close()
 
-    def _context(self, names: NameClaimer | None = None) -> FetchContext:
+    def _context(
+        self, names: NameClaimer | None = None, index_bytes: int | None = None
+    ) -> FetchContext:
         if self._state is not _State.OPEN or self._session is None:
             raise ClosedError("the Downloader is not open (use 'async with Downloader(...)')")
         self.dest.mkdir(parents=True, exist_ok=True)
@@ -220,9 +229,10 @@ class Downloader:
             emit=self._on_event,
             checksum=self.checksum,
             name_limit=name_max(self.dest),
-            index=SavedIndex.load(self.dest),
+            index=SavedIndex.load(self.dest, upto=index_bytes),
             update=self.update,
             split=self.split,
+            files=_file_thread() if _FILE_THREAD else None,
         )
 
     async def stream(self, urls: Iterable[UrlLike]) -> AsyncGenerator[DownloadResult, None]:
@@ -251,8 +261,12 @@ class Downloader:
         *,
         names: NameClaimer | None = None,
         leftover: Callable[[int, DownloadResult], None] | None = None,
+        index_bytes: int | None = None,
     ) -> AsyncGenerator[tuple[int, DownloadResult], None]:
         """(input index, result) pairs; ``names`` replaces the run's allocator.
+
+        ``index_bytes``: read only that much of the folder's index (its size
+        when a sharded run began; see :meth:`SavedIndex.load`).
 
         ``leftover`` is told, when the run is cut short (cancelled, or the
         consumer stopped), the (index, result) of every download that was in
@@ -260,57 +274,101 @@ class Downloader:
         :func:`fetch` left them (``ok`` when complete on disk, else
         ``failed`` naming their ``.part``). URLs never started are not told.
         """
-        ctx = self._context(names)
-        in_flight: dict[asyncio.Task[DownloadResult], int] = {}
-        cut: dict[int, DownloadResult] = {}
+        ctx = self._context(names, index_bytes)
         # Running out of descriptors must slow the run down, never fail it.
         limit = fd_concurrency(self.concurrency)
-        try:
-            for index, url in enumerate(urls):
+        lines = enumerate(urls)
+        finished: collections.deque[tuple[int, DownloadResult]] = collections.deque()
+        fetching: dict[int, int] = {}  # worker -> index of the URL it is on
+        cut: dict[int, DownloadResult] = {}
+        loop = asyncio.get_running_loop()
+        wake: asyncio.Future[None] | None = None  # the consumer, waiting
+        room: asyncio.Future[None] | None = None  # workers, waiting for it
+
+        def notify(_: object = None) -> None:
+            if wake is not None and not wake.done():
+                wake.set_result(None)
+
+        async def worker(slot: int) -> None:
+            # Workers take lines in turn from the one iterator, so names are
+            # claimed in input order (a claim happens before a download's
+            # first suspension) and the list is read only as slots free up.
+            nonlocal room
+            for index, url in lines:
+                request = _as_request(url)
                 if ctx.disk_full:
                     # ENOSPC: start nothing new (what is in flight finishes
                     # or keeps its .part); a rerun after freeing space resumes.
-                    result = DownloadResult.unfinished(_as_request(url), NOT_STARTED_NO_SPACE)
+                    result = DownloadResult.unfinished(request, NOT_STARTED_NO_SPACE)
                     self._on_event(DownloadFinished(result))
-                    yield index, result
-                    continue
-                task = asyncio.create_task(
-                    fetch(
-                        ctx, _as_request(url), interrupted=functools.partial(cut.__setitem__, index)
+                else:
+                    fetching[slot] = index
+                    result = await fetch(
+                        ctx, request, interrupted=functools.partial(cut.__setitem__, index)
                     )
-                )
-                in_flight[task] = index
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                if len(in_flight) >= limit:
-                    async for item in _completed(in_flight):
-                        yield item
-            while in_flight:
-                async for item in _completed(in_flight):
-                    yield item
+                    del fetching[slot]
+                finished.append((index, result))
+                notify()
+                while len(finished) >= limit:
+                    # A consumer that does not keep up holds the run back.
+                    if room is None or room.done():
+                        room = loop.create_future()
+                    await room
+
+        workers = [asyncio.create_task(worker(slot)) for slot in range(limit)]
+        for task in workers:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(notify)
+        try:
+            while True:
+                while finished:
+                    if room is not None and not room.done():
+                        room.set_result(None)
+                    yield finished.popleft()
+                for task in workers:
+                    if task.done() and (task.cancelled() or task.exception() is not None):
+                        task.result()  # a bug in a download (or in urls) propagates
+                if all(task.done() for task in workers):
+                    break
+                wake = loop.create_future()
+                await wake
+                wake = None
         finally:
-            for task in in_flight:
+            for task in workers:
                 task.cancel()
-            if in_flight:
-                # Wait for the cancelled tasks so their .part files are saved
-                # and their connections released before we return.
-                await asyncio.wait(in_flight)
+            # Wait for the cancelled downloads so their .part files are saved
+            # and their connections released before we return.
+            await asyncio.wait(workers)
             if leftover is not None:
-                for task, index in in_flight.items():
-                    if not task.cancelled() and task.exception() is None:
-                        leftover(index, task.result())
-                    elif index in cut:
+                for index, result in finished:
+                    leftover(index, result)
+                for index in fetching.values():
+                    if index in cut:
                         leftover(index, cut[index])
+            _end_run(ctx)
 
 
-async def _completed(
-    in_flight: dict[asyncio.Task[DownloadResult], int],
-) -> AsyncIterator[tuple[int, DownloadResult]]:
-    """Wait for at least one task; yield (index, result) of every finished one."""
-    done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-    for task in done:
-        index = in_flight.pop(task)
-        yield index, task.result()
+# Write small files on one thread of the run instead of on the loop. Off:
+# measured slower (see docs/benchmarks-download.md, "a file thread").
+_FILE_THREAD = False
+
+
+def _file_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix="asyncconc-files")
+
+
+def _end_run(ctx: FetchContext) -> None:
+    """Release what one run opened: its file thread and its index file.
+
+    Every job of the file thread has been waited for by then (a download
+    either awaited its commit or, cancelled, waited for it in keep()), so
+    the thread is idle and ends at once.
+    """
+    if ctx.files is not None:
+        ctx.files.shutdown(wait=True)
+    if ctx.index is not None:
+        ctx.index.close()
 
 
 def _as_request(url: UrlLike) -> DownloadRequest:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from asyncconc.downloader._index import INDEX_NAME
 from asyncconc.downloader._models import (
     DownloadEvent,
     DownloadFinished,
@@ -113,12 +114,19 @@ def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
 
 
 async def download_shard(
-    address: str, shard: int, dest: str, items: list[_Item], options: dict[str, Any]
+    address: str,
+    shard: int,
+    dest: str,
+    items: list[_Item],
+    options: dict[str, Any],
+    index_bytes: int | None = None,
 ) -> int:
     """Worker side: download ``items`` and report everything to the parent.
 
     Runs on the worker's own event loop (a coroutine function task of the
-    pool). Returns how many results were sent.
+    pool). Returns how many results were sent. ``index_bytes``: the size of
+    the folder's index when the run began (records other workers add must
+    not change this one's names).
     """
     reader, writer = await asyncio.open_unix_connection(address)
     names = _RemoteNames(writer)
@@ -152,7 +160,7 @@ async def download_shard(
         async with (
             downloader,
             contextlib.aclosing(
-                downloader._run(requests, names=names, leftover=leftover)
+                downloader._run(requests, names=names, leftover=leftover, index_bytes=index_bytes)
             ) as results,
         ):
             async for local, result in results:
@@ -243,13 +251,16 @@ async def run_sharded(
     per_worker["concurrency"] = max(1, -(-total // max(1, len(shards))))
     parent = _Parent(on_event)
     reported: set[int] = set()
+    index_bytes = _index_size(dest)
     with tempfile.TemporaryDirectory(prefix="asyncconc-") as tmp:
         address = os.path.join(tmp, "names.sock")
         server = await asyncio.start_unix_server(parent.serve, address)
         async with server, LoopPool(max(1, len(shards)), concurrency=1, loop=loop) as pool:
             tasks = {
                 asyncio.create_task(
-                    pool.submit(download_shard, address, k, str(dest), shard, per_worker)
+                    pool.submit(
+                        download_shard, address, k, str(dest), shard, per_worker, index_bytes
+                    )
                 ): k
                 for k, shard in enumerate(shards)
             }
@@ -306,6 +317,13 @@ async def run_sharded(
                     if index not in reported:
                         reported.add(index)
                         leftover(index, result)
+
+
+def _index_size(dest: Path) -> int:
+    try:
+        return os.stat(dest / INDEX_NAME).st_size
+    except OSError:
+        return 0
 
 
 async def _shard_error(task: asyncio.Task[int]) -> str | None:

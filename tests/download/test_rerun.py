@@ -203,3 +203,58 @@ async def test_the_cli_update_option_reports_unchanged_files(tmp_path: Path) -> 
             ("ok", None),
         ]
         assert (out / "changes.bin").read_bytes() == b"new"
+
+
+async def test_a_record_of_this_run_does_not_rename_a_later_line(
+    server: FileServer, dest: Path
+) -> None:
+    # The same URL twice, the first under an explicit name. One at a time,
+    # the first is saved (and recorded) before the second starts; the second
+    # must still get the URL's own name, as it does when both run at once:
+    # names never depend on which line happened to finish first.
+    server.add_bytes("same.bin", b"same bytes")
+    url = server.url("same.bin")
+    urls: list[str | DownloadRequest] = [DownloadRequest.from_url(url, "kept.bin"), url]
+    for concurrency in (1, 2):
+        out = dest / str(concurrency)
+        results = await download(urls, out, concurrency=concurrency, **FAST)
+        assert [(r.status, r.path, r.note) for r in results] == [
+            ("ok", "kept.bin", None),
+            ("ok", "same.bin", None),
+        ]
+
+
+async def test_records_appended_after_a_run_began_are_not_read_by_it(
+    server: FileServer, dest: Path
+) -> None:
+    # The worker processes of one --workers run start at different times;
+    # each reads the index only up to its size when the run began.
+    from asyncconc import Downloader
+
+    server.add_bytes("late.bin", b"late")
+    url = server.url("late.bin")
+    first = await download([DownloadRequest.from_url(url, "elsewhere.bin")], dest, **FAST)
+    assert first[0].status == "ok"
+    assert (dest / INDEX_NAME).stat().st_size > 0
+    async with Downloader(dest, **FAST) as downloader:
+        got = [r async for _, r in downloader._run([url], index_bytes=0)]
+    assert [(r.status, r.path) for r in got] == [("ok", "late.bin")]
+    async with Downloader(dest, **FAST) as downloader:
+        again = [r async for _, r in downloader._run([url])]
+    assert [(r.status, r.path) for r in again] == [("skipped", "late.bin")]
+
+
+async def test_every_record_is_in_the_index_when_the_run_returns(
+    server: FileServer, dest: Path
+) -> None:
+    # Records are gathered and appended in batches (not an open, a write and
+    # a close per file): still, every one is on disk when the run returns.
+    for i in range(40):
+        server.add_bytes(f"b{i}.bin", b"x" * (i + 1))
+    urls: list[str | DownloadRequest] = [server.url(f"b{i}.bin") for i in range(40)]
+    results = await download(urls, dest, concurrency=40, **FAST)
+    assert {r.status for r in results} == {"ok"}
+    lines = (dest / INDEX_NAME).read_text().splitlines()
+    assert sorted(json.loads(line)["path"] for line in lines) == sorted(
+        f"b{i}.bin" for i in range(40)
+    )

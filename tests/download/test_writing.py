@@ -326,3 +326,31 @@ async def test_a_flush_by_age_is_kept_on_cancel(tmp_path: Path) -> None:
     await part.write(b"b" * 300)
     part.keep()
     assert final.with_name("k.bin.part").read_bytes() == b"a" * 500 + b"b" * 300
+
+
+@pytest.mark.parametrize("size", [100, 3 * FLUSH_BYTES])
+async def test_leftovers_of_an_earlier_run_are_replaced_not_reused(
+    tmp_path: Path, size: int
+) -> None:
+    # A stale .part (longer than the new file) and a stale sidecar from
+    # another URL: the fresh file is created anew (O_EXCL after removing
+    # them), so neither old bytes nor the old validator survive.
+    final = tmp_path / "f.bin"
+    (tmp_path / "f.bin.part").write_bytes(b"old" * 100_000)
+    (tmp_path / "f.bin.part.meta").write_text('{"url": "http://old.example/", "etag": "\\"x\\""}')
+    data = pattern_bytes(size, seed=9)
+    part = new_part(final)
+    await part.start(0)
+    await write_all(part, data)
+    await part.commit(expected_size=size, expected_sha256=None)
+    assert final.read_bytes() == data
+    assert files_under(tmp_path) == {"f.bin"}
+
+
+async def test_a_missing_sub_folder_is_made_for_the_part(tmp_path: Path) -> None:
+    final = tmp_path / "a" / "b" / "f.bin"
+    part = new_part(final)
+    await part.start(0)
+    await write_all(part, b"in a sub-folder")
+    await part.commit(expected_size=15, expected_sha256=None)
+    assert final.read_bytes() == b"in a sub-folder"
