@@ -628,7 +628,12 @@ class _Job:
                 raise self._write_failure(exc) from exc
             emit(DownloadStarted(url, self.rel.as_posix(), expected, offset))
             try:
-                async for chunk in response.content.iter_any():
+                # iter_chunks, not iter_any: each piece as it was received,
+                # where iter_any joins everything buffered into a new bytes
+                # (a copy of every byte of a fast download).
+                async for chunk, _ in response.content.iter_chunks():
+                    if not chunk:
+                        continue  # the end of a chunk of a chunked body
                     try:
                         await part.write(chunk)
                     except WriteError as exc:
