@@ -957,6 +957,22 @@ def verify(dest: Path, files: list[FileSpec]) -> tuple[int, list[str], list[str]
     return ok, bad, extra
 
 
+def _fs_type(path: Path) -> str:
+    """The file system type of the mount ``path`` is on (Linux), else "unknown"."""
+    target = os.path.realpath(path)
+    while not os.path.exists(target):
+        target = os.path.dirname(target)
+    best, kind = "", "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 3 or len(fields[1]) <= len(best):
+                continue
+            if (target + "/").startswith(fields[1].rstrip("/") + "/"):
+                best, kind = fields[1], fields[2]
+    return kind
+
+
 def clean(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     os.sync()  # write-back of this run must not land in the next one
@@ -971,7 +987,7 @@ def _tail(path: Path, lines: int = 5) -> str:
 def run_tool(
     tool: Tool, spec: SetSpec, files: list[FileSpec], server: Server, work: Path, args: Namespace
 ) -> Run:
-    dest = work / "out" / tool.name
+    dest = (args.out or work / "out") / tool.name
     inputs = work / "inputs" / f"{spec.name}-{tool.name}"
     clean(dest)
     inputs.mkdir(parents=True, exist_ok=True)
@@ -1236,6 +1252,13 @@ def parse_args(argv: Sequence[str] | None) -> Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="reduced sizes (a smoke run)")
     parser.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "_work")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where the tools write (default WORKDIR/out); a tmpfs folder such as "
+        "/dev/shm/bench takes the file system's cost out of the figures",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per tool and set (default 3)")
     parser.add_argument("--pick", choices=("median", "best"), default="median")
     parser.add_argument("-j", "--jobs", type=int, default=16, help="concurrency for every tool")
@@ -1346,6 +1369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
     print(f"machine: {os.cpu_count()} CPUs, {load_line()} (shared: other work runs too)")
     print(f"concurrency: -j {args.jobs} for every tool; repeats: {args.repeat} ({args.pick} shown)")
+    out_root = args.out or args.workdir / "out"
+    print(f"output: {out_root} ({_fs_type(out_root)})")
     print(f"tools: {', '.join(_tool_version(t) for t in tools)}")
     cost = (
         startup_cost(args.python, work)
