@@ -8,9 +8,12 @@ only what changed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
+import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from aiohttp import web
 from asyncconc import DownloadRequest, download
 from asyncconc.downloader._index import INDEX_NAME
 from asyncconc.testing import FileServer
-from tests.conftest import files_under
+from tests.conftest import files_under, start_cli
 
 FAST: dict[str, Any] = {"backoff": 0.01, "backoff_max": 0.05}
 
@@ -258,3 +261,39 @@ async def test_every_record_is_in_the_index_when_the_run_returns(
     assert sorted(json.loads(line)["path"] for line in lines) == sorted(
         f"b{i}.bin" for i in range(40)
     )
+
+
+async def test_records_reach_the_index_while_the_run_goes_on(
+    server: FileServer, dest: Path
+) -> None:
+    # README: records are appended at most 0.25 s after the file is in place,
+    # not only at the end, so a SIGKILL loses at most that much. Five files
+    # finish; a sixth holds the run open; the index must list the five well
+    # before the run ends (a generous bound), and still after the SIGKILL.
+    names = [f"r{i}.bin" for i in range(5)]
+    for name in names:
+        server.add_bytes(name, name.encode() * 100)
+    server.add_bytes("held.bin", b"held")
+    urls = dest.parent / "urls.txt"
+    urls.write_text("\n".join([*map(server.url, names), server.url("held.bin", delay=60)]))
+    proc = await start_cli("download", urls, "-o", dest, "-q")
+    try:
+        deadline = time.monotonic() + 30
+        while not all((dest / name).exists() for name in names):
+            assert time.monotonic() < deadline, "the five files never arrived"
+            await asyncio.sleep(0.02)
+        saved_at = time.monotonic()
+        recorded: set[str] = set()
+        while recorded != set(names):
+            assert time.monotonic() - saved_at < 5, f"only {recorded} recorded"
+            await asyncio.sleep(0.02)
+            with contextlib.suppress(FileNotFoundError):
+                lines = (dest / INDEX_NAME).read_text().splitlines()
+                recorded = {json.loads(line)["path"] for line in lines if line.endswith("}")}
+        assert proc.returncode is None  # the run is still going on
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    lines = (dest / INDEX_NAME).read_text().splitlines()
+    assert sorted(json.loads(line)["path"] for line in lines) == names
