@@ -488,12 +488,11 @@ class _Job:
         """GET (or HEAD), following up to 10 redirects by hand (to name loops clearly)."""
         url = self.request.url
         origin = urlsplit(url)[:2]
+        foreign = False  # the URL asked for now is of another origin
         seen = {url}
         for _ in range(MAX_REDIRECTS + 1):
             try:
-                response = await self._get(
-                    url, headers, foreign=urlsplit(url)[:2] != origin, method=method
-                )
+                response = await self._get(url, headers, foreign=foreign, method=method)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 raise self._failure(exc, url) from exc
             except ValueError as exc:  # e.g. a header aiohttp will not send
@@ -512,7 +511,8 @@ class _Job:
             if url in seen:
                 raise RedirectError(f"redirect loop at {url}", url=self.request.url)
             seen.add(url)
-            if urlsplit(url)[:2] != origin:
+            foreign = urlsplit(url)[:2] != origin
+            if foreign:
                 for name in _ORIGIN_BOUND_HEADERS:
                     headers.popall(name, None)
         raise RedirectError(f"more than {MAX_REDIRECTS} redirects", url=self.request.url)

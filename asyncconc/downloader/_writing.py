@@ -140,10 +140,10 @@ class PartFile:
         # Where a file that fits in memory is written in one job (see
         # commit()); None: the loop's default executor.
         self._files = files
-        self._meta_text = (
-            json.dumps({"url": url, "etag": etag, "last_modified": last_modified})
-            if remember
-            else None
+        # The sidecar's content, serialised only when a sidecar is written
+        # (a file that arrives whole never gets one).
+        self._sidecar: dict[str, str | None] | None = (
+            {"url": url, "etag": etag, "last_modified": last_modified} if remember else None
         )
         self._fd: int | None = None
         self._offset = 0
@@ -229,7 +229,7 @@ class PartFile:
             # Nothing was handed to a thread yet (so no job can be opening
             # the file right now): the whole file is in memory. It is opened,
             # written and renamed at once: nothing to resume, no sidecar.
-            self._meta_text = None
+            self._sidecar = None
             chunks = self._take()
             whole = functools.partial(self._write_whole, chunks, expected_size, expected_sha256)
             if self._files is not None:
@@ -351,7 +351,7 @@ class PartFile:
 
     def _open_fresh(self) -> int:
         fd = _create(self.part)
-        if self._meta_text is None:
+        if self._sidecar is None:
             # No sidecar for this file: one left by an earlier run must not
             # describe it (one failing unlink in the usual case).
             with contextlib.suppress(FileNotFoundError):
@@ -363,7 +363,7 @@ class PartFile:
             os.close(fd)
             raise
         with open(meta_fd, "w", encoding="utf-8") as fh:
-            fh.write(self._meta_text)
+            fh.write(json.dumps(self._sidecar))
         return fd
 
     def _open_append(self) -> None:
@@ -425,7 +425,7 @@ class PartFile:
         os.replace(self.part, self.final)
         self.committed = True
         self.digest = digest
-        if self._meta_text is not None or self._append:
+        if self._sidecar is not None or self._append:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.meta)
         self._closed = True
