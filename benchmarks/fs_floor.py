@@ -1,0 +1,83 @@
+"""What creating small files costs on this machine, with no network at all.
+
+Usage (from the repository root)::
+
+    python benchmarks/fs_floor.py                      # 2,000 x 16 KiB in benchmarks/_work/fs
+    python benchmarks/fs_floor.py --dir /dev/shm/fs    # the same on tmpfs
+    python benchmarks/fs_floor.py --threads 1,2,4
+
+Each run creates N files the way every downloader must at least (``open``
+with ``O_CREAT | O_EXCL``, one ``write``, ``close``, ``rename`` from
+``NAME.part``) in a fresh folder after ``os.sync()``, in one thread or
+spread over a thread pool, and prints the wall time, files/s and the
+process's user and system CPU. This is the floor under the small-file sets
+of ``benchmarks/download.py``: no client can save files faster than this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def create(folder: str, index: int, data: bytes) -> None:
+    final = os.path.join(folder, f"f{index:06d}.bin")
+    fd = os.open(final + ".part", FLAGS, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    os.rename(final + ".part", final)
+
+
+def run(folder: Path, count: int, size: int, threads: int) -> str:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.sync()
+    data = os.urandom(size)
+    where = str(folder)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    if threads <= 1:
+        for index in range(count):
+            create(where, index, data)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda i: create(where, i, data), range(count), chunksize=16))
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    shutil.rmtree(folder, ignore_errors=True)
+    user = after.ru_utime - before.ru_utime
+    system = after.ru_stime - before.ru_stime
+    return (
+        f"{count} x {size // 1024} KiB, {threads} thread(s): {wall:6.2f} s wall, "
+        f"{count / wall:7.0f} files/s, user {user:.2f} s, sys {system:.2f} s"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=REPO / "benchmarks" / "_work" / "fs")
+    parser.add_argument("-n", "--count", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=16 * 1024)
+    parser.add_argument("--threads", default="1,2,4", help="comma list of thread counts")
+    args = parser.parse_args(argv)
+    print(f"folder: {args.dir}; load average: {os.getloadavg()}")
+    for threads in (int(t) for t in args.threads.split(",")):
+        print(run(args.dir, args.count, args.size, threads))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
