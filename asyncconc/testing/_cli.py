@@ -55,8 +55,25 @@ def register(subparsers: Any) -> None:
         type=seconds(allow_zero=False),
         default=15.0,
         metavar="SECONDS",
-        help="close a connection that has sent no complete request for this long: idle "
-        "keep-alive connections, silent sockets, clients dribbling headers (default: 15)",
+        help="close a connection that has sent no complete request for this long since it "
+        "was made or since its last response: idle keep-alive connections, silent sockets "
+        "(default: 15)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=seconds(allow_zero=False),
+        default=10.0,
+        metavar="SECONDS",
+        help="a request whose headers are not complete this long after its first byte gets "
+        "408 and its connection is closed: clients dribbling headers (slowloris) (default: 10)",
+    )
+    parser.add_argument(
+        "--send-timeout",
+        type=seconds(allow_zero=False),
+        default=60.0,
+        metavar="SECONDS",
+        help="abort a connection whose client has taken no byte of a response for this "
+        "long: clients that stop reading (default: 60)",
     )
     parser.add_argument(
         "--max-header-size",
@@ -125,6 +142,8 @@ def _handle(args: argparse.Namespace) -> int:
                 faults=args.faults,
                 listing=args.list,
                 idle_timeout=args.idle_timeout,
+                header_timeout=args.header_timeout,
+                send_timeout=args.send_timeout,
                 max_field_size=args.max_header_size,
                 reuse_port=args.reuse_port,
                 max_connections=args.max_connections,
@@ -147,6 +166,8 @@ def _supervise(args: argparse.Namespace, root: Path) -> int:
         argv = [
             "serve", str(root.resolve()), "--host", args.host, "--port", str(port),
             "--reuse-port", "--delay", str(args.delay), "--idle-timeout", str(args.idle_timeout),
+            "--header-timeout", str(args.header_timeout),
+            "--send-timeout", str(args.send_timeout),
             "--max-header-size", str(args.max_header_size), "--loop", args.loop,
             "--max-connections", str(args.max_connections),
         ]  # fmt: skip

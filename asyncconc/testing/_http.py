@@ -67,7 +67,7 @@ class _OpenedFileResponse(web.FileResponse):
         return self.content_length or 0
 
 
-async def file_response(request: web.Request, name: str, opened: Opened) -> web.StreamResponse:
+async def file_response(request: web.BaseRequest, name: str, opened: Opened) -> web.StreamResponse:
     """Range and If-Range decided here, strictly; the rest by FileResponse.
 
     FileResponse compares If-Range as a date only (a stale ETag still got
@@ -98,7 +98,7 @@ async def file_response(request: web.Request, name: str, opened: Opened) -> web.
     return _OpenedFileResponse(opened, content_type, request.clone(headers=headers))
 
 
-def not_modified(request: web.Request, etag: str, mtime: float) -> bool:
+def not_modified(request: web.BaseRequest, etag: str, mtime: float) -> bool:
     """RFC 9110 13.1.2-3: If-None-Match wins; If-Modified-Since otherwise."""
     if request.method not in ("GET", "HEAD"):
         return False
