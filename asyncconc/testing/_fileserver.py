@@ -55,6 +55,7 @@ import email.utils
 import hashlib
 import html
 import os
+import socket
 import ssl
 import time
 from collections import OrderedDict
@@ -572,6 +573,7 @@ async def serve_files(
     max_headers: int = 100,
     reuse_port: bool = False,
     max_connections: int = 512,
+    sock: socket.socket | None = None,
 ) -> AsyncIterator[FileServer]:
     """Serve ``root`` (a folder) and ``files`` (name -> bytes) on ``host:port``.
 
@@ -602,7 +604,9 @@ async def serve_files(
     At most ``max_connections`` connections are open at once (and never more
     than the descriptor limit less 64); one more is closed on arrival.
 
-    ``reuse_port=True`` binds with ``SO_REUSEPORT`` (``serve --workers``).
+    ``reuse_port=True`` binds with ``SO_REUSEPORT``. ``sock``: serve on this
+    socket, already bound and listening (``serve --workers``: one socket
+    shared by every worker), instead of binding ``host:port``.
 
     ``root`` is opened once, here (a relative path means the current folder
     now); files under it are opened without following symlinks, so nothing
@@ -646,9 +650,13 @@ async def serve_files(
         runner = web.ServerRunner(low_level, shutdown_timeout=0.5)
         await runner.setup()
         try:
-            site = web.TCPSite(
-                runner, host, port, ssl_context=server_context, reuse_port=reuse_port or None
-            )
+            site: web.BaseSite
+            if sock is not None:
+                site = web.SockSite(runner, sock, ssl_context=server_context)
+            else:
+                site = web.TCPSite(
+                    runner, host, port, ssl_context=server_context, reuse_port=reuse_port or None
+                )
             await site.start()
             assert site._server is not None
             sockets = getattr(site._server, "sockets", None) or []
