@@ -130,13 +130,13 @@ def test_a_sigkilled_worker_under_load_loses_no_queued_connection(
             stop.set()
             for each in loaders:
                 each.join(60)
+        assert results.count(True) > 0  # the load went on
         if queues == "shared":
             assert lost == 0
+            # At most the load's in-flight requests at the victim were lost.
+            assert results.count(False) <= len(loaders)
         else:
             assert lost > 0  # about half: those the kernel had put in the victim's queue
-        # The load went on: at most its in-flight requests at the victim were lost.
-        assert results.count(True) > 0
-        assert results.count(False) <= len(loaders)
 
 
 def test_a_replacement_killed_while_it_starts_is_started_again(
