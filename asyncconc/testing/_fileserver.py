@@ -354,10 +354,12 @@ class FileServer:
         recorder = self._recorder
         recorder.started()
         try:
+            body = b""
             try:
-                # A body dribbled in is bounded like headers are (``_limits``).
-                async with asyncio.timeout(self.header_timeout or None):
-                    body = await request.read() if request.body_exists else b""
+                if request.body_exists:
+                    # A body dribbled in is bounded like headers are (``_limits``).
+                    async with asyncio.timeout(self.header_timeout or None):
+                        body = await request.read()
             except TimeoutError:
                 # Answered, then the connection closed: the rest of the body
                 # is not waited for (aiohttp would linger reading it).
