@@ -83,8 +83,14 @@ class _OpenedFileResponse(web.FileResponse):
 
 
 # Headers that need FileResponse's rules (ranges, validators, preconditions).
-_NOT_PLAIN = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match")
-_NOT_PLAIN_TOO = "If-Unmodified-Since"
+_NOT_PLAIN = (
+    "Range",
+    "If-Range",
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Match",
+    "If-Unmodified-Since",
+)
 _INLINE = 1 << 20  # read whole and written with the headers up to this size
 _PIECE = 1 << 20  # larger files: read and written in pieces of this size
 _NO_NATIVE_SENDFILE: set[type[asyncio.AbstractEventLoop]] = set()
@@ -183,7 +189,7 @@ async def file_response(request: web.BaseRequest, name: str, opened: Opened) -> 
     range_header = request.headers.get("Range")
     if_range = request.headers.get("If-Range")
     headers_in = request.headers
-    if not any(h in headers_in for h in _NOT_PLAIN) and _NOT_PLAIN_TOO not in headers_in:
+    if not any(h in headers_in for h in _NOT_PLAIN):
         return _PlainFileResponse(opened, content_type)
     if range_header is None and if_range is None:
         return _OpenedFileResponse(opened, content_type)

@@ -128,7 +128,7 @@ class LimitedServer(web.Server):
         self._watch = None
         now = self._loop.time()
         progress: dict[asyncio.Transport, tuple[int, float]] = {}
-        for transport in self._connections.values():
+        for transport in list(self._connections.values()):  # abort() may change it
             if transport.is_closing():
                 continue
             acked = _stuck_marker(transport)

@@ -1,4 +1,4 @@
-"""``serve``'s header deadline and send timeout, attacked over raw sockets.
+"""``serve``'s header deadline and send timeout, attacked over raw sockets; plain GETs.
 
 Each test runs against the real command (``python -m asyncconc serve``, on
 uvloop, where files are copied through Python) and against the test kit's
@@ -190,3 +190,38 @@ def test_a_client_that_stops_reading_is_dropped_and_its_descriptors_freed(
         assert received < BIG
     finally:
         sock.close()
+
+
+def request(running: Running, path: str, *headers: str) -> bytes:
+    """One GET over a raw socket, the whole answer (head and body)."""
+    head = "".join(f"{h}\r\n" for h in headers)
+    with socket.create_connection((running.host, running.port), timeout=30) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{head}\r\n".encode())
+        data = b""
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+    return data
+
+
+def test_a_plain_get_sends_the_file_byte_exact_with_its_validators(
+    running: Running, tree: Path
+) -> None:
+    # Plain GETs skip FileResponse: uvloop copies, asyncio's loop uses sendfile.
+    head, _, body = request(running, "/big.bin").partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert body == (tree / "big.bin").read_bytes()
+    lines = {k.lower(): v for k, _, v in (x.partition(b": ") for x in head.split(b"\r\n")[1:])}
+    assert lines[b"content-length"] == str(BIG).encode()
+    assert lines[b"accept-ranges"] == b"bytes"
+    etag, last_modified = lines[b"etag"], lines[b"last-modified"]
+    # The validators are FileResponse's: its answers to conditional requests agree.
+    assert request(running, "/big.bin", f"If-None-Match: {etag.decode()}").startswith(
+        b"HTTP/1.1 304"
+    )
+    assert request(running, "/big.bin", 'If-Match: "stale"').startswith(b"HTTP/1.1 412")
+    old = "If-Unmodified-Since: Mon, 01 Jan 1990 00:00:00 GMT"
+    assert request(running, "/big.bin", old).startswith(b"HTTP/1.1 412")
+    future = "If-Unmodified-Since: Fri, 01 Jan 2100 00:00:00 GMT"
+    assert request(running, "/k.bin", future).startswith(b"HTTP/1.1 200")
+    since = f"If-Modified-Since: {last_modified.decode()}"
+    assert request(running, "/big.bin", since).startswith(b"HTTP/1.1 304")
