@@ -115,6 +115,10 @@ def _read_cached(fd: int, size: int, pos: int) -> bytes | bytearray | None:
 class _PlainFileResponse(web.StreamResponse):
     """A whole file on disk, sent from its checked descriptor (module doc)."""
 
+    # As aiohttp's web.Response: the headers wait for the first body write and go
+    # out with it in one system call (flushed by hand before ``sendfile``).
+    _send_headers_immediately = False
+
     def __init__(self, opened: Opened, content_type: str) -> None:
         info = opened.stat
         super().__init__(headers={"Content-Type": content_type, "Accept-Ranges": "bytes"})
@@ -149,6 +153,7 @@ class _PlainFileResponse(web.StreamResponse):
             and type(loop) not in _NO_NATIVE_SENDFILE
             and transport.get_extra_info("sslcontext") is None
         ):
+            writer.send_headers()
             try:
                 # A file object over the checked descriptor (not reopened by path).
                 fobj = os.fdopen(fd, "rb", closefd=False)
