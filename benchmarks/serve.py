@@ -6,6 +6,10 @@ the ratios the serve issue targets. These machines are shared and noisy:
 compare ratios within one run, not absolute figures across runs.
 
     python benchmarks/serve.py [--requests 5000] [--big-requests 200] [--workers 2]
+                               [--baseline CHECKOUT]
+
+``--baseline CHECKOUT`` adds the same command run from another checkout of
+asyncconc (``PYTHONPATH=CHECKOUT``, e.g. main), to compare a change in one run.
 
 Needs `ab` and `nginx` on PATH (`apt-get install apache2-utils nginx`); a
 server that is missing is skipped with a note.
@@ -30,6 +34,7 @@ from pathlib import Path
 import psutil
 
 SMALL = 64 * 1024
+BASELINE = "asyncconc (baseline)"
 BIG = 10 * 1000 * 1000
 
 
@@ -62,8 +67,12 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20
 
 
 @contextmanager
-def started(argv: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def started(
+    argv: list[str], port: int, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd
+    )
     try:
         wait_listening(port, proc)
         yield proc
@@ -125,9 +134,17 @@ def run_ab(port: int, load: Load) -> tuple[float, float]:
     return rps, kbps * 1024 / 1e6
 
 
-def servers(root: Path, work: Path, workers: int) -> dict[str, tuple[list[str], int]]:
+def servers(
+    root: Path, work: Path, workers: int, baseline: Path | None
+) -> dict[str, tuple[list[str], int]]:
     python = sys.executable
     found: dict[str, tuple[list[str], int]] = {}
+    if baseline is not None:
+        port = free_port()
+        found[BASELINE] = (
+            [python, "-m", "asyncconc", "serve", str(root), "--port", str(port)],
+            port,
+        )
     if shutil.which("nginx"):
         port = free_port()
         found["nginx (1 worker)"] = (nginx_argv(root, port, work / "nginx"), port)
@@ -165,6 +182,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=5000, help="ab -n for 64 KiB (5000)")
     parser.add_argument("--big-requests", type=int, default=200, help="ab -n for 10 MB (200)")
     parser.add_argument("--workers", type=int, default=2, help="asyncconc --workers N (2)")
+    parser.add_argument("--baseline", type=Path, default=None, help="another asyncconc checkout")
     args = parser.parse_args()
     if not shutil.which("ab"):
         sys.exit("needs ab: apt-get install apache2-utils")
@@ -183,8 +201,12 @@ def main() -> int:
         (work / "nginx").mkdir(parents=True)
         (root / "k64.bin").write_bytes(os.urandom(SMALL))
         (root / "m10.bin").write_bytes(os.urandom(BIG))
-        for name, (argv, port) in servers(root, work, args.workers).items():
-            with started(argv, port) as proc:
+        for name, (argv, port) in servers(root, work, args.workers, args.baseline).items():
+            env, cwd = None, None
+            if name == BASELINE:  # its own folder first on sys.path, not this one
+                cwd = args.baseline.resolve()
+                env = {**os.environ, "PYTHONPATH": str(cwd)}
+            with started(argv, port, env, cwd) as proc:
                 tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children()]
                 rss_before = sum(p.memory_info().rss for p in tree)
                 results[name] = {load.name: run_ab(port, load) for load in loads}
@@ -204,7 +226,7 @@ def main() -> int:
     for load in loads:
         unit = 1 if load.path == "/m10.bin" else 0
         ours = results["asyncconc"][load.name][unit]
-        for peer in ("http.server", "nginx (1 worker)"):
+        for peer in ("http.server", "nginx (1 worker)", BASELINE):
             if peer in results:
                 print(
                     f"{load.name}: asyncconc / {peer} = {ours / results[peer][load.name][unit]:.2f}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,25 @@ def register(subparsers: Any) -> None:
         type=seconds(allow_zero=False),
         default=15.0,
         metavar="SECONDS",
-        help="close a connection that has sent no complete request for this long: idle "
-        "keep-alive connections, silent sockets, clients dribbling headers (default: 15)",
+        help="close a connection that has sent no complete request for this long since it "
+        "was made or since its last response: idle keep-alive connections, silent sockets "
+        "(default: 15)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=seconds(allow_zero=False),
+        default=10.0,
+        metavar="SECONDS",
+        help="a request whose headers are not complete this long after its first byte gets "
+        "408 and its connection is closed: clients dribbling headers (slowloris) (default: 10)",
+    )
+    parser.add_argument(
+        "--send-timeout",
+        type=seconds(allow_zero=False),
+        default=60.0,
+        metavar="SECONDS",
+        help="abort a connection whose client has taken no byte of a response for this "
+        "long: clients that stop reading (default: 60)",
     )
     parser.add_argument(
         "--max-header-size",
@@ -78,10 +96,19 @@ def register(subparsers: Any) -> None:
         type=int_at_least(1, 256),
         default=1,
         metavar="N",
-        help="N server processes, each with its own event loop, sharing the port "
-        "(SO_REUSEPORT); a worker that dies is replaced (default: 1)",
+        help="N server processes, each with its own event loop, accepting from one "
+        "listening socket; a worker that dies is replaced (default: 1)",
     )
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    # A worker of --workers: serve on this inherited listening socket.
+    parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    # For the measurement in docs/benchmarks-serve.md: one SO_REUSEPORT socket per worker.
+    parser.add_argument(
+        "--accept-queues",
+        choices=("shared", "per-worker"),
+        default="shared",
+        help=argparse.SUPPRESS,
+    )
     add_loop_option(parser)
     parser.set_defaults(handler=_handle)
 
@@ -125,9 +152,12 @@ def _handle(args: argparse.Namespace) -> int:
                 faults=args.faults,
                 listing=args.list,
                 idle_timeout=args.idle_timeout,
+                header_timeout=args.header_timeout,
+                send_timeout=args.send_timeout,
                 max_field_size=args.max_header_size,
                 reuse_port=args.reuse_port,
                 max_connections=args.max_connections,
+                sock=None if args.listen_fd is None else socket.socket(fileno=args.listen_fd),
             ) as server:
                 print(f"serving {root} at {server.base_url}/ (Ctrl-C to stop)", flush=True)
                 await asyncio.Event().wait()
@@ -139,24 +169,29 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 def _supervise(args: argparse.Namespace, root: Path) -> int:
-    from asyncconc.testing._supervisor import reserve_port, supervise
+    from asyncconc.testing._supervisor import listen_socket, reserve_port, supervise
 
-    holder = reserve_port(args.host, args.port)
+    shared = args.accept_queues == "shared"
+    holder = listen_socket(args.host, args.port) if shared else reserve_port(args.host, args.port)
     try:
         port = holder.getsockname()[1]
         argv = [
             "serve", str(root.resolve()), "--host", args.host, "--port", str(port),
-            "--reuse-port", "--delay", str(args.delay), "--idle-timeout", str(args.idle_timeout),
+            "--delay", str(args.delay), "--idle-timeout", str(args.idle_timeout),
+            "--header-timeout", str(args.header_timeout),
+            "--send-timeout", str(args.send_timeout),
             "--max-header-size", str(args.max_header_size), "--loop", args.loop,
             "--max-connections", str(args.max_connections),
         ]  # fmt: skip
+        argv += ["--listen-fd", str(holder.fileno())] if shared else ["--reuse-port"]
         argv += ["--faults"] * args.faults + ["--list"] * args.list
         host = f"[{args.host}]" if ":" in args.host else args.host
         announce = (
             f"serving {root} at http://{host}:{port}/ with {args.workers} worker processes "
             "(Ctrl-C to stop)"
         )
-        run(supervise(argv, args.workers, announce), loop=args.loop)
+        pass_fds = (holder.fileno(),) if shared else ()
+        run(supervise(argv, args.workers, announce, pass_fds), loop=args.loop)
     finally:
         holder.close()
     return 0  # not reached: only Ctrl-C/SIGTERM end the server

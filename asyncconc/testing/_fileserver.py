@@ -55,14 +55,13 @@ import email.utils
 import hashlib
 import html
 import os
-import resource
+import socket
 import ssl
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
@@ -77,6 +76,7 @@ from asyncconc.testing._http import (
     not_modified,
     parse_range,
 )
+from asyncconc.testing._limits import LimitedServer
 from asyncconc.testing._recording import DEFAULT_HISTORY, RecordedRequest, Recorder
 from asyncconc.testing._static import BadPathError, Folder, Opened
 
@@ -172,6 +172,8 @@ class FileServer:
     listing: bool = False
     """True: a folder's URL (ending in ``/``) answers an HTML index of it."""
     delay: float = 0.0
+    header_timeout: float = 10.0
+    """Seconds a request's headers (and body) may take to arrive; 0: no limit."""
     history: int | None = DEFAULT_HISTORY
     ssl_context: ssl.SSLContext | None = None
     """For clients of a ``tls=True`` server: trusts its throwaway CA only."""
@@ -348,11 +350,25 @@ class FileServer:
             self._counts.popitem(last=False)
         return nth
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         recorder = self._recorder
         recorder.started()
         try:
-            body = await request.read() if request.body_exists else b""
+            body = b""
+            try:
+                if request.body_exists:
+                    # A body dribbled in is bounded like headers are (``_limits``).
+                    async with asyncio.timeout(self.header_timeout or None):
+                        body = await request.read()
+            except TimeoutError:
+                # Answered, then the connection closed: the rest of the body
+                # is not waited for (aiohttp would linger reading it).
+                refused = web.Response(status=408, text="request body too slow\n")
+                await refused.prepare(request)
+                await refused.write_eof()
+                if request.transport is not None:
+                    request.transport.close()
+                return refused
             recorder.record(
                 RecordedRequest(
                     request.method,
@@ -367,7 +383,7 @@ class FileServer:
         finally:
             recorder.ended()
 
-    async def _answer(self, request: web.Request) -> web.StreamResponse:
+    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405, headers={"Allow": "GET, HEAD"}, text="GET or HEAD\n")
         try:
@@ -392,7 +408,9 @@ class FileServer:
         if redirect := _redirect_target(request, q):
             return web.Response(status=q.redirect_status, headers={"Location": redirect})
 
-        name = request.match_info["name"]
+        if not request.path.startswith("/"):
+            return web.Response(status=400, text="bad path: not absolute\n")
+        name = request.path[1:]
         if self.listing and self._folder is not None and (name == "" or name.endswith("/")):
             return self._index(request.path, name)
         source = self._sources.get(name)
@@ -423,7 +441,7 @@ class FileServer:
 
     async def _send(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         source: _Source,
         q: Faults,
         nth: int,
@@ -505,7 +523,7 @@ class FileServer:
 _NO_FAULTS = Faults()
 
 
-def _redirect_target(request: web.Request, q: Faults) -> str | None:
+def _redirect_target(request: web.BaseRequest, q: Faults) -> str | None:
     if q.location is not None:
         return q.location
     if q.loop:
@@ -538,25 +556,6 @@ def _tls_contexts(server: FileServer, host: str) -> ssl.SSLContext:
     return server_context
 
 
-def _cap_connections(server: web.Server, limit: int) -> None:
-    """Close a connection on arrival when ``limit`` are already open.
-
-    The cap stays 64 below ``RLIMIT_NOFILE`` so files and the loop keep
-    descriptors: a flood of connections is refused, not served into EMFILE.
-    """
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY:
-        limit = max(1, min(limit, soft - 64))
-    accept = server.connection_made
-
-    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
-        accept(handler, transport)
-        if len(server.connections) > limit:
-            transport.abort()
-
-    server.connection_made = connection_made  # type: ignore[method-assign]
-
-
 @contextlib.asynccontextmanager
 async def serve_files(
     root: str | os.PathLike[str] | None = None,
@@ -570,10 +569,13 @@ async def serve_files(
     faults: bool = True,
     listing: bool = False,
     idle_timeout: float = 75.0,
+    header_timeout: float = 10.0,
+    send_timeout: float = 60.0,
     max_field_size: int = 8190,
     max_headers: int = 100,
     reuse_port: bool = False,
     max_connections: int = 512,
+    sock: socket.socket | None = None,
 ) -> AsyncIterator[FileServer]:
     """Serve ``root`` (a folder) and ``files`` (name -> bytes) on ``host:port``.
 
@@ -588,9 +590,14 @@ async def serve_files(
     query string (no fault routes): what ``python -m asyncconc serve`` does
     unless ``--faults`` is given.
 
-    Limits: a connection with no complete request for ``idle_timeout``
-    seconds is closed (silent sockets, slowloris clients dribbling headers,
-    idle keep-alive connections; a response being sent is never cut); a
+    Limits (:mod:`asyncconc.testing._limits`): a connection with no complete
+    request for ``idle_timeout`` seconds since it was made or since its last
+    response is closed (silent sockets, idle keep-alive connections); a
+    request whose headers (or body) are not complete ``header_timeout``
+    seconds after its first byte gets 408 and the connection is closed
+    (slowloris); a connection whose client has acknowledged no byte for
+    ``send_timeout`` seconds while a response waits to go out is aborted
+    (a client that stopped reading); 0 turns either of the last two off. A
     request line or header line longer than ``max_field_size`` bytes, or
     more than ``max_headers`` headers, is refused with 400/431 before any
     handler runs, so no request can hold more than about
@@ -599,7 +606,9 @@ async def serve_files(
     At most ``max_connections`` connections are open at once (and never more
     than the descriptor limit less 64); one more is closed on arrival.
 
-    ``reuse_port=True`` binds with ``SO_REUSEPORT`` (``serve --workers``).
+    ``reuse_port=True`` binds with ``SO_REUSEPORT``. ``sock``: serve on this
+    socket, already bound and listening (``serve --workers``: one socket
+    shared by every worker), instead of binding ``host:port``.
 
     ``root`` is opened once, here (a relative path means the current folder
     now); files under it are opened without following symlinks, so nothing
@@ -610,6 +619,7 @@ async def serve_files(
         host=host,
         root=folder.path if folder is not None else None,
         delay=delay,
+        header_timeout=header_timeout,
         history=history,
         faults=faults,
         listing=listing,
@@ -619,15 +629,17 @@ async def serve_files(
         server_context = _tls_contexts(server, host) if tls else None
         for name, data in (files or {}).items():
             server.add_bytes(name, data)
-        app = web.Application()
-        app.router.add_route("*", "/{name:.*}", server._handle)
+        # aiohttp's low-level server (no router: one handler takes every path),
+        # with the limits aiohttp lacks (see ``_limits``).
         # handler_cancellation: a handler whose client hung up is cancelled, so
         # a ``stall``/``delay`` response ends "when the client gives up" instead
         # of lingering until shutdown (a long-lived server would pile them up).
-        runner = web.AppRunner(
-            app,
+        low_level = LimitedServer(
+            server._handle,
+            header_timeout=header_timeout,
+            send_timeout=send_timeout,
+            max_connections=max_connections,
             access_log=None,
-            shutdown_timeout=0.5,
             handler_cancellation=True,
             # aiohttp arms this timer when a connection is made and again after
             # each response; it closes a connection still waiting for a whole
@@ -637,13 +649,16 @@ async def serve_files(
             max_field_size=max_field_size,
             max_headers=max_headers,
         )
+        runner = web.ServerRunner(low_level, shutdown_timeout=0.5)
         await runner.setup()
-        assert runner.server is not None
-        _cap_connections(runner.server, max_connections)
         try:
-            site = web.TCPSite(
-                runner, host, port, ssl_context=server_context, reuse_port=reuse_port or None
-            )
+            site: web.BaseSite
+            if sock is not None:
+                site = web.SockSite(runner, sock, ssl_context=server_context)
+            else:
+                site = web.TCPSite(
+                    runner, host, port, ssl_context=server_context, reuse_port=reuse_port or None
+                )
             await site.start()
             assert site._server is not None
             sockets = getattr(site._server, "sockets", None) or []
