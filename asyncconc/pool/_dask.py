@@ -28,7 +28,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import enum
-import operator
 import pickle
 import uuid
 from collections import deque
@@ -46,6 +45,7 @@ from asyncconc._errors import (
     WorkerCrashedError,
 )
 from asyncconc._runner import resolve_loop
+from asyncconc.pool._backend import ChunkPolicy, map_window
 from asyncconc.pool._dask_chunks import Outcome, decode
 from asyncconc.pool._dask_connect import (
     CPU_RESOURCE,
@@ -62,9 +62,9 @@ __all__ = ["DaskPool"]
 
 StartMethod = Literal["spawn", "forkserver", "fork"]
 
-# A plain-function chunk aims at this much work: Dask costs 1.5-10 ms a task.
-_TARGET_CHUNK_SECONDS = 0.05
-_MAX_CHUNK = 65536
+# A plain-function chunk aims at 50 ms of work (Dask costs 1.5-10 ms a task);
+# a coroutine chunk holds half a worker's concurrency.
+_CHUNKS = ChunkPolicy(target=0.05, max_chunk=65536, coroutine_share=0.5)
 # How long past its timeout a plain call may run before the caller gives up.
 _TIMEOUT_GRACE = 2.0
 # Thread slots per worker of a pool-owned cluster: one for plain functions
@@ -531,24 +531,18 @@ class DaskPool:
         ordered: bool,
         timeout: float | None,
     ) -> AsyncIterator[Any]:
-        if chunksize is not None and chunksize < 1:
-            raise ValueError(f"chunksize must be at least 1, not {chunksize}")
         if timeout is None:
             timeout = self._task_timeout
         is_async = is_coroutine_callable(fn)
-        size = chunksize or (max(1, self._concurrency // 2) if is_async else 1)
-        length = operator.length_hint(iterable, 0)
-        cap = _MAX_CHUNK if not length else max(1, min(_MAX_CHUNK, -(-length // (4 * self._size))))
-        if is_async:
-            window = max(2 * self._size, -(-2 * self._size * self._concurrency // size))
-        else:
-            window = 2 * self._size + 2
+        sizer = _CHUNKS.sizer(iterable, chunksize, is_async, self._size, self._concurrency)
+        window = map_window(self._size, self._concurrency, sizer.size, is_async)
         items = iter(iterable)
         inflight: deque[_Chunk] = deque()
         exhausted = False
         try:
             while True:
                 while not exhausted and len(inflight) < window:
+                    size = sizer.size
                     chunk_items = list(islice(items, size))
                     if len(chunk_items) < size:
                         exhausted = True
@@ -568,9 +562,7 @@ class DaskPool:
                     chunk = tasks[next(iter(done))]
                 results, error, elapsed = await self._outcome(chunk)
                 inflight.remove(chunk)
-                if chunksize is None and not is_async and elapsed > 0 and results:
-                    wanted = int(_TARGET_CHUNK_SECONDS / max(elapsed / len(results), 1e-8))
-                    size = max(1, min(wanted, size * 16, cap))
+                sizer.observe(len(results), elapsed)
                 for result in results:
                     yield result
                 if error is not None:
