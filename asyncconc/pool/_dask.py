@@ -124,9 +124,9 @@ class DaskPool:
 
     A pool-owned cluster only: ``start_method`` is how its worker processes
     start. ``None`` keeps Dask's setting (``spawn`` unless configured), where
-    each worker imports ``distributed`` afresh: most of the 1.2 s from start
+    each worker imports ``distributed`` afresh: most of the 1.26 s from start
     to first result measured on 2 busy cores. ``"fork"`` copies this process
-    instead (0.3 s), with fork's costs: it forks a process that runs threads
+    instead (0.31 s), with fork's costs: it forks a process that runs threads
     (Dask's own among them), which can deadlock the child if another thread
     holds a lock at that moment, and Python 3.12+ warns about it
     (``DeprecationWarning``); the workers start as copies of this process's
