@@ -21,7 +21,10 @@
     fork server and for ``start_method="spawn"``.
 (G) DaskPool on a pool-owned LocalCluster of 2 workers (needs the dask
     extra): start to first result, the sum of (A) warm and end to end,
-    tiny tasks/s through ``map``, and the naps of (C).
+    tiny tasks/s through ``map``, and the naps of (C); start and warm sum
+    again with ``start_method="fork"``, and as a floor with plain
+    ``distributed`` calls (no asyncconc code) on a LocalCluster of 2 x 1
+    thread, with Dask's defaults and with the pool-owned cluster's settings.
 
 Every library runs with its own defaults (start method included) unless a
 row says otherwise. Other work on the machine makes the figures noisy.
@@ -568,6 +571,7 @@ def bench_dask(sizes: Sizes) -> list[Row]:
     except ImportError:
         return [Row("G dask", "DaskPool", "skipped", "pip install 'asyncconc[dask]'")]
     from asyncconc import DaskPool
+    from asyncconc.pool._dask_connect import QUIET_CONFIG
 
     n = sizes.n
     ranges = split_range(1, n + 1, sizes.chunks)
@@ -616,6 +620,30 @@ def bench_dask(sizes: Sizes) -> list[Row]:
             Row("G dask", "DaskPool", "sum end to end (start+work+stop)", f"{end_to_end:.2f} s",
                 f"{single / end_to_end:.2f}x"),
         )  # fmt: skip
+        start = time.perf_counter()
+        async with DaskPool(workers=2, start_method="fork") as pool:
+            assert await pool.submit(inc, 1) == 2
+            first = time.perf_counter() - start
+            got, warm = await _atimed(lambda: _asum(pool.starmap(partial_sum, ranges)), repeat=1)
+        assert got == expected
+        library = "DaskPool, start_method=fork"
+        rows.append(Row("G dask", library, "cluster start -> first result", f"{first:.3f} s"))
+        rows.append(
+            Row("G dask", library, "sum warm (compute only)", f"{warm:.2f} s",
+                f"{single / warm:.2f}x")
+        )  # fmt: skip
+        # The floor: the same work through plain distributed calls, no asyncconc
+        # code, with Dask's defaults and with the pool-owned cluster's settings.
+        for library, settings in (
+            ("plain distributed", {}),
+            ("plain distributed, QUIET_CONFIG", QUIET_CONFIG),
+        ):
+            first, warm = await _plain_dask(ranges, expected, settings)
+            rows.append(Row("G dask", library, "cluster start -> first result", f"{first:.3f} s"))
+            rows.append(
+                Row("G dask", library, "sum warm (compute only)", f"{warm:.2f} s",
+                    f"{single / warm:.2f}x")
+            )  # fmt: skip
         return rows
 
     return run(measure())
@@ -623,6 +651,38 @@ def bench_dask(sizes: Sizes) -> list[Row]:
 
 async def _asum(results: Any) -> int:
     return sum([x async for x in results])
+
+
+async def _plain_dask(
+    ranges: list[tuple[int, int]], expected: int, settings: dict[str, object]
+) -> tuple[float, float]:
+    """Start -> first result and the warm sum on a LocalCluster of 2 x 1 thread."""
+    import dask
+
+    from asyncconc.pool._dask_connect import require_distributed
+
+    distributed = require_distributed()  # Any: distributed's types are partial
+    start = time.perf_counter()
+    with dask.config.set(settings):
+        cluster = await distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            asynchronous=True,
+        )
+    try:
+        async with distributed.Client(cluster, asynchronous=True) as client:
+            assert await client.submit(inc, 1) == 2
+            first = time.perf_counter() - start
+            start = time.perf_counter()
+            futures = [client.submit(partial_sum, a, b, pure=False) for a, b in ranges]
+            assert sum(await client.gather(futures)) == expected
+            warm = time.perf_counter() - start
+    finally:
+        await cluster.close()
+    return first, warm
 
 
 if __name__ == "__main__":

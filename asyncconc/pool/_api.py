@@ -26,11 +26,9 @@ import asyncio
 import enum
 import functools
 import itertools
-import operator
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
-from dataclasses import dataclass
 from itertools import islice
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
@@ -42,6 +40,7 @@ from asyncconc._errors import (
 )
 from asyncconc._runner import resolve_loop
 from asyncconc.pool import _protocol as wire
+from asyncconc.pool._backend import ChunkPolicy, map_window
 from asyncconc.pool._scheduler import TIMEOUT_GRACE, Job, Outcome, Scheduler
 from asyncconc.pool._worker import WorkerConfig, describe, is_coroutine_callable
 
@@ -55,9 +54,9 @@ T = TypeVar("T")
 
 StartMethod = Literal["forkserver", "spawn"]
 
-# Automatic chunks for plain functions aim at this much work each.
-_TARGET_CHUNK_SECONDS = 0.005
-_MAX_CHUNK = 4096
+# Automatic chunks for plain functions aim at 5 ms of work each, 4096 calls at most;
+# each coroutine call is a chunk of its own.
+_CHUNKS = ChunkPolicy(target=0.005, max_chunk=4096)
 
 
 class _State(enum.Enum):
@@ -454,16 +453,11 @@ class LoopPool:
         ordered: bool,
         timeout: float | None,
     ) -> AsyncIterator[Any]:
-        if chunksize is not None and chunksize < 1:
-            raise ValueError(f"chunksize must be at least 1, not {chunksize}")
         if timeout is None:
             timeout = self._task_timeout
         is_async = is_coroutine_callable(fn)
-        sizer = _ChunkSizer(chunksize, is_async, operator.length_hint(iterable, 0), self._size)
-        if is_async:
-            window = max(2 * self._size, -(-2 * self._size * self._concurrency // sizer.size))
-        else:
-            window = 2 * self._size + 2
+        sizer = _CHUNKS.sizer(iterable, chunksize, is_async, self._size, self._concurrency)
+        window = map_window(self._size, self._concurrency, sizer.size, is_async)
         items = iter(iterable)
         inflight: deque[Job] = deque()
         finished: asyncio.Queue[Job] = asyncio.Queue()
@@ -504,29 +498,6 @@ class LoopPool:
         finally:
             for job in inflight:
                 self._abandon(job)
-
-
-@dataclass(slots=True)
-class _ChunkSizer:
-    fixed: int | None
-    is_async: bool
-    length: int
-    workers: int
-    size: int = 1
-    cap: int = _MAX_CHUNK
-
-    def __post_init__(self) -> None:
-        if self.fixed is not None:
-            self.size = self.fixed
-        elif self.length:
-            self.cap = max(1, min(_MAX_CHUNK, -(-self.length // (4 * self.workers))))
-
-    def observe(self, calls: int, elapsed: float) -> None:
-        if self.fixed is not None or self.is_async or calls == 0:
-            return
-        per_call = max(elapsed / calls, 1e-8)
-        wanted = int(_TARGET_CHUNK_SECONDS / per_call)
-        self.size = max(1, min(wanted, self.size * 16, self.cap))
 
 
 def _put(queue: asyncio.Queue[Job], job: Job, future: asyncio.Future[Outcome]) -> None:

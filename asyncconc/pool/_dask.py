@@ -28,8 +28,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import enum
-import inspect
-import operator
 import pickle
 import uuid
 from collections import deque
@@ -37,7 +35,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import islice
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from asyncconc._errors import (
     PicklingError,
@@ -47,22 +45,26 @@ from asyncconc._errors import (
     WorkerCrashedError,
 )
 from asyncconc._runner import resolve_loop
+from asyncconc.pool._backend import ChunkPolicy, map_window
 from asyncconc.pool._dask_chunks import Outcome, decode
 from asyncconc.pool._dask_connect import (
     CPU_RESOURCE,
+    START_METHODS,
     Connection,
     connect,
     release,
     require_distributed,
     survey_workers,
 )
-from asyncconc.pool._worker import describe
+from asyncconc.pool._worker import describe, is_coroutine_callable
 
 __all__ = ["DaskPool"]
 
-# A plain-function chunk aims at this much work: Dask costs 1.5-10 ms a task.
-_TARGET_CHUNK_SECONDS = 0.05
-_MAX_CHUNK = 65536
+StartMethod = Literal["spawn", "forkserver", "fork"]
+
+# A plain-function chunk aims at 50 ms of work (Dask costs 1.5-10 ms a task);
+# a coroutine chunk holds half a worker's concurrency.
+_CHUNKS = ChunkPolicy(target=0.05, max_chunk=65536, coroutine_share=0.5)
 # How long past its timeout a plain call may run before the caller gives up.
 _TIMEOUT_GRACE = 2.0
 # Thread slots per worker of a pool-owned cluster: one for plain functions
@@ -119,6 +121,21 @@ class DaskPool:
 
     ``connect_timeout`` bounds reaching the scheduler and waiting for its
     first worker: past it, :class:`PoolError` names the address.
+
+    A pool-owned cluster only: ``start_method`` is how its worker processes
+    start. ``None`` keeps Dask's setting (``spawn`` unless configured), where
+    each worker imports ``distributed`` afresh: most of the 1.26 s from start
+    to first result measured on 2 busy cores. ``"fork"`` copies this process
+    instead (0.31 s), with fork's costs: it forks a process that runs threads
+    (Dask's own among them), which can deadlock the child if another thread
+    holds a lock at that moment, and Python 3.12+ warns about it
+    (``DeprecationWarning``); the workers start as copies of this process's
+    memory. ``"forkserver"`` imports ``distributed`` once, in a server process.
+    A worker the nanny restarts after the pool has started uses Dask's
+    setting again. A pool-owned cluster also makes Dask's housekeeping less
+    frequent (profiler, event-loop tick, system and memory monitors: see
+    :data:`asyncconc.pool._dask_connect.QUIET_CONFIG`), which measured 6% of
+    a core per idle worker and took the GIL from CPU-bound tasks.
     """
 
     def __init__(
@@ -134,6 +151,7 @@ class DaskPool:
         connect_timeout: float = 10.0,
         loop: str = "auto",
         shutdown_timeout: float = 10.0,
+        start_method: StartMethod | None = None,
     ) -> None:
         require_distributed()
         if workers < 1:
@@ -146,6 +164,15 @@ class DaskPool:
             raise ValueError(f"task_timeout must be positive, not {task_timeout}")
         if not connect_timeout > 0:
             raise ValueError(f"connect_timeout must be positive, not {connect_timeout}")
+        if start_method is not None:
+            if start_method not in START_METHODS:
+                raise ValueError(
+                    f"start_method must be one of {', '.join(map(repr, START_METHODS))}, "
+                    f"not {start_method!r}"
+                )
+            if address is not None:
+                raise ValueError("start_method applies only to a pool-owned cluster (no address)")
+        self._start_method = start_method
         self._address = address
         self._local_workers = workers
         self._concurrency = concurrency
@@ -203,6 +230,7 @@ class DaskPool:
             local_workers=self._local_workers,
             threads=1 + _COROUTINE_SLOTS,
             connect_timeout=self._connect_timeout,
+            start_method=self._start_method,
         )
         from asyncconc.pool._dask_worker import LoopPlugin
 
@@ -453,7 +481,7 @@ class DaskPool:
         Raises as :meth:`LoopPool.submit` does. Cancelling the caller cancels
         the Dask task; a running coroutine is cancelled on its worker.
         """
-        is_async = inspect.iscoroutinefunction(fn)
+        is_async = is_coroutine_callable(fn)
         chunk = self._new_chunk(fn, [args], kwargs or None, self._task_timeout, is_async)
         try:
             results, error, _ = await self._outcome(chunk)
@@ -503,24 +531,18 @@ class DaskPool:
         ordered: bool,
         timeout: float | None,
     ) -> AsyncIterator[Any]:
-        if chunksize is not None and chunksize < 1:
-            raise ValueError(f"chunksize must be at least 1, not {chunksize}")
         if timeout is None:
             timeout = self._task_timeout
-        is_async = inspect.iscoroutinefunction(fn)
-        size = chunksize or (max(1, self._concurrency // 2) if is_async else 1)
-        length = operator.length_hint(iterable, 0)
-        cap = _MAX_CHUNK if not length else max(1, min(_MAX_CHUNK, -(-length // (4 * self._size))))
-        if is_async:
-            window = max(2 * self._size, -(-2 * self._size * self._concurrency // size))
-        else:
-            window = 2 * self._size + 2
+        is_async = is_coroutine_callable(fn)
+        sizer = _CHUNKS.sizer(iterable, chunksize, is_async, self._size, self._concurrency)
+        window = map_window(self._size, self._concurrency, sizer.size, is_async)
         items = iter(iterable)
         inflight: deque[_Chunk] = deque()
         exhausted = False
         try:
             while True:
                 while not exhausted and len(inflight) < window:
+                    size = sizer.size
                     chunk_items = list(islice(items, size))
                     if len(chunk_items) < size:
                         exhausted = True
@@ -540,9 +562,7 @@ class DaskPool:
                     chunk = tasks[next(iter(done))]
                 results, error, elapsed = await self._outcome(chunk)
                 inflight.remove(chunk)
-                if chunksize is None and not is_async and elapsed > 0 and results:
-                    wanted = int(_TARGET_CHUNK_SECONDS / max(elapsed / len(results), 1e-8))
-                    size = max(1, min(wanted, size * 16, cap))
+                sizer.observe(len(results), elapsed)
                 for result in results:
                     yield result
                 if error is not None:

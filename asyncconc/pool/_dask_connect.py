@@ -18,6 +18,8 @@ from asyncconc._errors import PoolError
 __all__ = [
     "CPU_RESOURCE",
     "INSTALL_HINT",
+    "QUIET_CONFIG",
+    "START_METHODS",
     "Connection",
     "connect",
     "release",
@@ -27,6 +29,27 @@ __all__ = [
 
 CPU_RESOURCE = "asyncconc-cpu"
 INSTALL_HINT = "pip install 'asyncconc[dask]'"
+
+# Dask's housekeeping in a pool-owned cluster, made less frequent. Measured on
+# a warm 2-worker LocalCluster (2 cores): with Dask's defaults each worker
+# burned ~6% of a core while idle and the parent (scheduler and nannies) ~6%;
+# during the 8-chunk sum the workers' event-loop threads used 1.2-1.4 s of CPU
+# against 6.8 s in the kernel, taking the GIL from it every 10-20 ms. With
+# these values: ~0.6% per worker and ~1.3% in the parent while idle, and 0.4 s
+# in the event-loop threads during the sum (docs/benchmarks-pool.md, section G).
+QUIET_CONFIG: dict[str, object] = {
+    # The statistical profiler samples every thread's stack on the worker's
+    # event loop (10 ms by default); the dashboard's Profile page still fills.
+    "distributed.worker.profile.interval": "100ms",
+    # The event-loop health check (20 ms); a 3 s stall is still reported.
+    "distributed.admin.tick.interval": "500ms",
+    # CPU, memory, network and disk samples for the dashboard (500 ms).
+    "distributed.admin.system-monitor.interval": "2s",
+    # The memory limits' check in workers and nannies (100 ms): a runaway
+    # task is paused or its worker restarted within 0.5 s instead of 0.1 s.
+    "distributed.worker.memory.monitor-interval": "500ms",
+}
+START_METHODS = ("spawn", "forkserver", "fork")
 
 
 def require_distributed() -> Any:
@@ -56,11 +79,15 @@ async def connect(
     local_workers: int,
     threads: int,
     connect_timeout: float,
+    start_method: str | None = None,
 ) -> None:
     """Fill ``conn``: start a LocalCluster (``address=None``), connect, or adopt a Client.
 
-    Then wait up to ``connect_timeout`` for the workers (all of a pool-owned
-    cluster's, else one).
+    A pool-owned LocalCluster starts its worker processes with
+    ``start_method`` (Dask's ``distributed.worker.multiprocessing-method``
+    when ``None``: ``spawn`` unless configured) and runs with
+    :data:`QUIET_CONFIG`. Then wait up to ``connect_timeout`` for the
+    workers (all of a pool-owned cluster's, else one).
     """
     distributed = require_distributed()
     import dask
@@ -68,7 +95,12 @@ async def connect(
     if address is None:
         # Set while the in-process scheduler is created: it reads the value
         # then. 0: the first worker death reaches the pool, as with LoopPool.
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        # The worker processes inherit the whole configuration as it is now.
+        settings = {"distributed.scheduler.allowed-failures": 0, **QUIET_CONFIG}
+        if start_method is not None:
+            # Read at each worker start: a restart after this block uses Dask's.
+            settings["distributed.worker.multiprocessing-method"] = start_method
+        with dask.config.set(settings):
             conn.cluster = await distributed.LocalCluster(
                 n_workers=local_workers,
                 threads_per_worker=threads,

@@ -143,6 +143,16 @@ async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
 
+async def _awaited_within(awaitable: Any, timeout: float | None, fn: object) -> Any:
+    if timeout is None:
+        return await awaitable
+    try:
+        async with asyncio.timeout(timeout):
+            return await awaitable
+    except TimeoutError as exc:
+        raise TaskTimeoutError(f"{describe(fn)} exceeded its timeout of {timeout:g} s") from exc
+
+
 def cancel_tokens(name: str, tokens: list[str], dask_worker: Any = None) -> None:
     """Run by ``Client.run`` on every worker: cancel the pool's chunks there."""
     plugin = (dask_worker or get_worker()).plugins.get(name)
@@ -198,15 +208,7 @@ async def _async_chunk(
 ) -> bytes:
     async def one(args: tuple[Any, ...]) -> Any:
         async with plugin.semaphore:
-            if timeout is None:
-                return await fn(*args, **kwargs)
-            try:
-                async with asyncio.timeout(timeout):
-                    return await fn(*args, **kwargs)
-            except TimeoutError as exc:
-                raise TaskTimeoutError(
-                    f"{describe(fn)} exceeded its timeout of {timeout:g} s"
-                ) from exc
+            return await _awaited_within(fn(*args, **kwargs), timeout, fn)
 
     start = time.perf_counter()
     task = asyncio.current_task()
@@ -242,9 +244,16 @@ def _plain_chunk(
             return results, None
         try:
             if timeout is None:
-                results.append(fn(*args, **kwargs))
+                result = fn(*args, **kwargs)
             else:
-                results.append(_call_bounded(fn, args, kwargs, timeout))
+                result = _call_bounded(fn, args, kwargs, timeout)
+            if inspect.isawaitable(result):
+                # A plain callable that returned an awaitable (as LoopPool,
+                # await it): on the worker's loop, this thread waits for it.
+                result = asyncio.run_coroutine_threadsafe(
+                    _awaited_within(result, timeout, fn), plugin.loop
+                ).result()
+            results.append(result)
         except _Interrupted:
             message = f"{describe(fn)} exceeded its timeout of {timeout:g} s"
             return results, pack_exception(TaskTimeoutError(message), fn)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 from tests.pool._tasks import announce
 
-__all__ = ["async_sleep_report_cancel", "counting"]
+__all__ = ["AsyncSleeper", "async_sleep_report_cancel", "counting", "dask_setting"]
 
 
 async def async_sleep_report_cancel(port: int, seconds: float) -> None:
@@ -33,3 +34,21 @@ class counting:  # lower case: used like a generator function
     def __next__(self) -> int:
         self.taken += 1
         return self.taken
+
+
+class AsyncSleeper:
+    """A callable object with ``async def __call__``: sleeps, then returns ``value``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def __call__(self, value: int) -> int:
+        await asyncio.sleep(self.seconds)
+        return value
+
+
+def dask_setting(key: str) -> Any:
+    """A Dask configuration value as this process (a Dask worker) sees it."""
+    import dask
+
+    return dask.config.get(key)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from asyncconc import (
     partial_sum,
     split_range,
 )
-from tests.pool._dask_tasks import async_sleep_report_cancel, counting
+from tests.pool._dask_tasks import AsyncSleeper, async_sleep_report_cancel, counting, dask_setting
 from tests.pool._support import Beacon, wait_gone
 from tests.pool._tasks import (
     TaskFailedError,
@@ -44,6 +45,7 @@ from tests.pool._tasks import (
     inc,
     init_fail,
     kill_self,
+    returns_coroutine,
     running_loop_module,
     sleep_then,
     spin,
@@ -52,7 +54,7 @@ from tests.pool._tasks import (
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
-from asyncconc.pool._dask_connect import CPU_RESOURCE  # noqa: E402
+from asyncconc.pool._dask_connect import CPU_RESOURCE, QUIET_CONFIG  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -120,6 +122,28 @@ async def test_coroutines_share_each_workers_loop_concurrently(client: Any) -> N
         elapsed = time.perf_counter() - start
     assert got == list(range(64))
     assert elapsed < 6.0
+
+
+@pytest.mark.parametrize(
+    "sleeper",
+    [functools.partial(async_sleep, 0.25), AsyncSleeper(0.25)],
+    ids=["partial-of-async-def", "object-with-async-call"],
+)
+async def test_coroutine_callables_run_on_the_workers_loop_as_in_the_local_pool(
+    client: Any, sleeper: Callable[[int], Awaitable[int]]
+) -> None:
+    # Told apart as LoopPool tells them (is_coroutine_callable): 48 x 0.25 s
+    # take ~0.5 s on 2 workers x 16 at once; taken for plain functions they
+    # would run one at a time per worker (the CPU resource): 6 s.
+    async with DaskPool(client, concurrency=16) as pool:
+        assert await pool.submit(sleeper, 7) == 7
+        start = time.perf_counter()
+        got = [x async for x in pool.map(sleeper, range(48))]
+        elapsed = time.perf_counter() - start
+        # A plain function that returns a coroutine is awaited, as LoopPool does.
+        assert await pool.submit(returns_coroutine, 40) == 42
+    assert got == list(range(48))
+    assert elapsed < 4.0
 
 
 async def test_exception_keeps_its_type_and_the_worker_traceback(client: Any) -> None:
@@ -242,14 +266,31 @@ async def test_closed_pool_refuses_work_and_leaves_a_passed_client_open(client: 
 
 
 @pytest.mark.slow
-async def test_pool_owned_local_cluster_starts_and_stops_without_orphans() -> None:
-    async with DaskPool(workers=1) as pool:
+@pytest.mark.parametrize("start_method", [None, "fork"])
+# Python 3.12+ warns when a process with threads forks (Dask forks from one of its own).
+@pytest.mark.filterwarnings("ignore:.*use of fork\\(\\) may lead to deadlocks:DeprecationWarning")
+async def test_pool_owned_local_cluster_starts_and_stops_without_orphans(
+    start_method: Any,
+) -> None:
+    async with DaskPool(workers=1, start_method=start_method) as pool:
         assert await pool.submit(inc, 1) == 2
         client = pool.client
         pids = list((await client.run(os.getpid)).values())
         assert len(pids) == 1
+        # Dask's housekeeping runs less often in the pool's own workers.
+        settings = await client.run(dask_setting, "distributed.worker.profile.interval")
+        assert list(settings.values()) == [QUIET_CONFIG["distributed.worker.profile.interval"]]
+        methods = await client.run(dask_setting, "distributed.worker.multiprocessing-method")
+        assert list(methods.values()) == [start_method or "spawn"]
     assert client.status == "closed"
     assert wait_gone(pids) == []
+
+
+def test_start_method_is_checked_and_only_for_a_pool_owned_cluster() -> None:
+    with pytest.raises(ValueError, match="start_method"):
+        DaskPool(start_method="vfork")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="pool-owned"):
+        DaskPool("tcp://127.0.0.1:8786", start_method="fork")
 
 
 async def test_error_leaving_the_block_cancels_running_coroutines(client: Any) -> None:
