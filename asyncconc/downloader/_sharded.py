@@ -8,11 +8,14 @@ a user sees: the names, the progress, the results and the report.
 How the guarantees of a single-process run are kept:
 
 * **Names and collisions.** Every name is claimed from the one
-  :class:`NameAllocator` in the parent, over a private Unix socket. Lines are
-  sharded by their first-choice name, so lines that want the same name sit
-  in the same worker, in list order, and collisions resolve exactly as they
-  do in one process; a server-given (Content-Disposition) name is claimed
-  first-come, as it is in one process.
+  :class:`NameAllocator` in the parent. The first choice of every line (the
+  list's name, the index's record, else the URL's name) is claimed in list
+  order over all shards, as one process claims them, a little ahead of the
+  downloads (see *names claimed ahead*), so collisions resolve exactly as
+  they do in one process, also between lines in different workers. A
+  server-given (Content-Disposition) name is claimed first-come, as it is in
+  one process. Lines that want the same name also share a worker, so they
+  start in list order.
 * **.part, resume, retries, exit codes**: each worker runs the ordinary
   :class:`Downloader`; nothing about a single URL changes.
 * **Ctrl-C / cancellation**: the pool's workers are stopped with the run;
@@ -33,27 +36,25 @@ all the workers; measured, its per-message work was what made
   most every :data:`PROGRESS_EVERY` seconds, and always just before that
   URL's ``started`` or ``finished``: a small file costs no progress message
   at all, a large one ten a second, and the totals are exact.
-* **Names claimed ahead.** A worker knows its lines, so it asks the parent
-  for the first-choice names of its next lines in batches (in list order)
-  and hands each download its name with no round trip. The name a line
-  asks for first is predicted as :class:`~._fetching` computes it (the
-  list's name, the index's record, else the URL's name); when a download
-  asks for another one than predicted, the worker returns the names from
-  that line on and claims them again in order, in one message the parent
-  handles at once, so the result is the same as claiming one by one. Only
-  later claims (a server-given name, a name holding another URL's file) are
-  single round trips. A line's own name is thus claimed a little earlier
-  than in one process (up to about ``3 x`` the worker's concurrency lines
-  before it starts); a server-given name that wants it is first-come
-  either way.
+* **Names claimed ahead.** A worker asks for the names of its next lines in
+  batches (:class:`_Names`); the parent then claims the first choices of
+  all lines up to the last of those, of every shard, in list order
+  (:class:`_Claims`), and each download takes its name with no round trip.
+  A line's own name is thus claimed somewhat before it starts (one process:
+  when it starts): about three times the worker's concurrency lines ahead
+  in its shard, more when another worker runs ahead. That only matters to a
+  server-given name that wants it, first-come either way.
+  Should a download ask for another first name than the parent guessed (the
+  index changed since the parent read it), it gives the guessed name back
+  and claims its own, first-come.
 
-Frames from a worker hold ``("hello", shard)``, ``("claims", at, release,
-wanted)``, ``("claim", id, wanted)``, ``("release", path)``,
+Frames from a worker hold ``("hello", shard)``, ``("claims", shard, start,
+count)``, ``("claim", id, wanted)``, ``("release", path)``,
 ``("started", url, path, total, resumed_from)``, ``("progress", url,
 nbytes)`` and ``("finished", index, result fields)``; the parent answers
-``("names", at, names)`` and ``("name", id, name)``. Pickle is safe here:
-the socket lives in a private temporary folder of this user, between
-processes of one run.
+``("names", start, [(guessed, name), ...])`` and ``("name", id, name)``.
+Pickle is safe here: the socket lives in a private temporary folder of this
+user, between processes of one run.
 """
 
 from __future__ import annotations
@@ -210,24 +211,27 @@ class _Link:
 
 
 class _Names:
-    """The worker's NameClaimer: first choices claimed ahead, in list order.
+    """The worker's NameClaimer: first names taken from batches claimed ahead.
 
-    ``wanted`` is the predicted first choice of each line that claims a
-    name (in shard order); the n-th download to claim its first name is the
-    n-th of them, because the pipeline starts downloads in list order and
-    each claims before its first await. Which claim is a download's first is
-    told by its task. See the module docstring for the protocol.
+    The parent claims every line's first choice in list order, over all
+    shards (:class:`_Claims`); this worker asks for the names of its next
+    lines in batches. The n-th download to claim its first name is the n-th
+    line of the shard that claims one, because the pipeline starts
+    downloads in list order and each claims before its first await; which
+    claim is a download's first is told by its task. Later claims (a
+    server-given name, a name holding another URL's file) are single round
+    trips, first-come.
     """
 
-    def __init__(self, link: _Link, wanted: list[str], concurrency: int) -> None:
+    def __init__(self, link: _Link, shard: int, count: int, concurrency: int) -> None:
         self._link = link
-        self._wanted = wanted
-        self._names: list[str] = []  # the parent's answers for _wanted[:len]
-        self._asked = 0  # _wanted[:_asked] were sent to the parent
+        self._shard = shard
+        self._count = count  # lines of this shard that claim a name
+        self._names: list[tuple[str, str] | None] = []  # (guessed first choice, name)
+        self._asked = 0
         self._bound = 0  # downloads that took their first name
         self._low = max(8, concurrency)
         self._batch = max(16, 2 * concurrency)
-        self._fix_at: int | None = None  # a re-claim from there is on its way
         self._changed = asyncio.Event()
         self._first: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
         self._pending: dict[int, asyncio.Future[str]] = {}
@@ -236,59 +240,50 @@ class _Names:
 
     def ask_ahead(self) -> None:
         """Ask for the next batch when few names are left in hand."""
-        if self._fix_at is not None or self._asked - self._bound >= self._low:
+        if self._asked - self._bound >= self._low:
             return
-        wanted = self._wanted[self._asked : self._asked + self._batch]
-        if wanted:
-            self._link.send(("claims", self._asked, [], wanted), urgent=True)
-            self._asked += len(wanted)
+        count = min(self._batch, self._count - self._asked)
+        if count > 0:
+            self._link.send(("claims", self._shard, self._asked, count), urgent=True)
+            self._asked += count
 
     async def aclaim(self, wanted: PurePosixPath) -> PurePosixPath:
         task = asyncio.current_task()
-        if task is None or task in self._first or self._bound >= len(self._wanted):
-            return PurePosixPath(await self._claim_one(wanted))
+        if task is None or task in self._first or self._bound >= self._count:
+            return PurePosixPath(await self._claim_one(wanted.as_posix()))
         self._first.add(task)
         at = self._bound
         self._bound += 1
         self.ask_ahead()
-        await self._until(
-            lambda: at < len(self._names) and (self._fix_at is None or self._fix_at > at)
-        )
+        while len(self._names) <= at:
+            if self._lost:
+                raise ConnectionError("lost the parent process")
+            await self._changed.wait()
+        entry = self._names[at]
+        self._names[at] = None  # handed out: not kept for a long list
+        assert entry is not None
+        guessed, name = entry
         path = wanted.as_posix()
-        if self._wanted[at] != path:
-            # Not the predicted name: give back the names from here on and
-            # claim them again, this one first, as one-by-one claims would.
-            self._fix_at = at
-            await self._until(lambda: len(self._names) == self._asked)
-            release = self._names[at:]
-            del self._names[at:]
-            self._wanted[at] = path
-            self._link.send(("claims", at, release, self._wanted[at : self._asked]), urgent=True)
-            await self._until(lambda: len(self._names) > at)
-            self._fix_at = None
-            self._pulse()
-            self.ask_ahead()
-        return PurePosixPath(self._names[at])
+        if guessed == path:
+            return PurePosixPath(name)
+        # Not the name guessed (the index changed since the parent read it):
+        # give that one back and claim this one, first-come.
+        self._link.send(("release", name))
+        return PurePosixPath(await self._claim_one(path))
 
     def release(self, path: PurePosixPath) -> None:
         self._link.send(("release", path.as_posix()))
 
-    async def _claim_one(self, wanted: PurePosixPath) -> str:
+    async def _claim_one(self, wanted: str) -> str:
         self._next += 1
         ident = self._next
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending[ident] = future
-        self._link.send(("claim", ident, wanted.as_posix()), urgent=True)
+        self._link.send(("claim", ident, wanted), urgent=True)
         try:
             return await future
         finally:
             self._pending.pop(ident, None)
-
-    async def _until(self, ready: Callable[[], bool]) -> None:
-        while not ready():
-            if self._lost:
-                raise ConnectionError("lost the parent process")
-            await self._changed.wait()
 
     def _pulse(self) -> None:
         self._changed.set()
@@ -296,9 +291,7 @@ class _Names:
 
     def answer(self, message: _Message) -> None:
         if message[0] == "names":
-            _, at, names = message
-            del self._names[at:]
-            self._names.extend(names)
+            self._names.extend(message[2])
             self._pulse()
         else:
             future = self._pending.get(message[1])
@@ -318,29 +311,70 @@ class _Names:
                     future.set_exception(ConnectionError("lost the parent process"))
 
 
-def first_choices(requests: Sequence[DownloadRequest], dest: Path, *, overwrite: bool) -> list[str]:
-    """The name each line will claim first, for the lines that claim one.
+def first_choices(
+    requests: Sequence[DownloadRequest], dest: Path, *, overwrite: bool
+) -> list[str | None]:
+    """The name each line will claim first (``None``: it claims none).
 
     Mirrors the start of ``_Job.run`` in :mod:`._fetching` (the list's name,
     else the index's record of the URL, else the URL's name). A wrong guess
-    costs one round trip, never a wrong name (see :class:`_Names`).
+    costs that line one round trip and makes its name first-come; it is
+    never a wrong name (see :class:`_Names`).
     """
     from asyncconc.downloader._index import SavedIndex
 
     index = None if overwrite else SavedIndex.load(dest)
     limit = name_max(dest)
-    out = []
+    out: list[str | None] = []
     for request in requests:
         if request.problem is not None:
-            continue  # fails before it claims anything
-        if request.name is not None:
+            out.append(None)  # fails before it claims anything
+        elif request.name is not None:
             out.append(request.name.as_posix())
-            continue
-        record = index.get(request.url) if index is not None else None
-        out.append(
-            record.path.as_posix() if record is not None else choose_name(request.url, limit=limit)
-        )
+        else:
+            record = index.get(request.url) if index is not None else None
+            out.append(
+                record.path.as_posix()
+                if record is not None
+                else choose_name(request.url, limit=limit)
+            )
     return out
+
+
+class _Claims:
+    """The parent's side of names claimed ahead: list order over all shards.
+
+    A shard asking for the names of its next lines makes the parent claim
+    every line's first choice up to the last of those, of every shard, in
+    list order: exactly the order of one process, whichever worker runs
+    ahead, so a collision across shards (``a.bin`` twice in one worker,
+    ``a-2.bin`` named in the list in the other) resolves as in one process.
+    """
+
+    def __init__(
+        self, names: NameAllocator, choices: list[str | None], shards: list[list[_Item]]
+    ) -> None:
+        self._names = names
+        self._choices = choices
+        self._claimed: dict[int, str] = {}  # line -> name, until handed out
+        self._cursor = 0
+        self._lines = [[i for i, _ in shard if choices[i] is not None] for shard in shards]
+
+    def take(self, shard: int, start: int, count: int) -> list[tuple[str, str]]:
+        lines = self._lines[shard][start : start + count]
+        if lines:
+            choices, claimed, claim = self._choices, self._claimed, self._names.claim
+            while self._cursor <= lines[-1]:
+                wanted = choices[self._cursor]
+                if wanted is not None:
+                    claimed[self._cursor] = claim(PurePosixPath(wanted)).as_posix()
+                self._cursor += 1
+        out = []
+        for line in lines:
+            wanted = self._choices[line]
+            assert wanted is not None
+            out.append((wanted, self._claimed.pop(line)))
+        return out
 
 
 async def download_shard(
@@ -355,11 +389,10 @@ async def download_shard(
     from asyncconc.downloader._pipeline import Downloader, _as_request
 
     requests = [_as_request(r) for _, r in items]
-    folder = Path(dest)  # created by the parent
-    wanted = first_choices(requests, folder, overwrite=bool(options.get("overwrite")))
+    claiming = sum(r.problem is None for r in requests)
     reader, writer = await asyncio.open_unix_connection(address)
     link = _Link(writer)
-    names = _Names(link, wanted, int(options.get("concurrency", 16)))
+    names = _Names(link, shard, claiming, int(options.get("concurrency", 16)))
     answers = asyncio.create_task(names.read_answers(reader))
     link.send(("hello", shard))
     names.ask_ahead()
@@ -377,7 +410,7 @@ async def download_shard(
 
     sent = 0
     try:
-        downloader = Downloader(folder, on_event=on_event, **options)
+        downloader = Downloader(dest, on_event=on_event, **options)
         async with (
             downloader,
             contextlib.aclosing(downloader._run(requests, names=names, leftover=report)) as results,
@@ -402,7 +435,8 @@ async def download_shard(
 @dataclass(slots=True)
 class _Parent:
     on_event: Callable[[DownloadEvent], None]
-    names: NameAllocator = field(default_factory=NameAllocator)
+    claims: _Claims
+    names: NameAllocator
     results: deque[tuple[int, DownloadResult]] = field(default_factory=deque)
     connected: set[int] = field(default_factory=set)
     closed: set[int] = field(default_factory=set)
@@ -433,10 +467,8 @@ class _Parent:
             elif op == "progress":
                 on_event(DownloadProgress(message[1], message[2]))
             elif op == "claims":
-                _, at, release, wanted = message
-                for path in release:
-                    self.names.release(PurePosixPath(path))
-                answers.append(("names", at, [self._claim(path) for path in wanted]))
+                _, shard, start, count = message
+                answers.append(("names", start, self.claims.take(shard, start, count)))
             elif op == "claim":
                 answers.append(("name", message[1], self._claim(message[2])))
             elif op == "release":
@@ -484,11 +516,13 @@ async def run_sharded(
     """
     from asyncconc.pool import LoopPool  # the pool is only needed here
 
+    choices = first_choices(requests, dest, overwrite=bool(options.get("overwrite")))
     shards = shard_requests(requests, workers)
     per_worker = dict(options)
     total = int(per_worker.pop("concurrency", 16))
     per_worker["concurrency"] = max(1, -(-total // max(1, len(shards))))
-    parent = _Parent(on_event)
+    names = NameAllocator()
+    parent = _Parent(on_event, _Claims(names, choices, shards), names)
     reported: set[int] = set()
     with tempfile.TemporaryDirectory(prefix="asyncconc-") as tmp:
         address = os.path.join(tmp, "names.sock")
