@@ -98,6 +98,9 @@ PROGRESS_EVERY = 0.1
 # Above this many bytes waiting in the socket, a worker waits for the parent.
 _BACKLOG = 1 << 20
 _LENGTH = struct.Struct("<I")
+# Imported once in the pool's fork server, shared by the workers it forks
+# (each imported its own: ~11 MB of aiohttp and the downloader apiece).
+_WORKER_MODULES = ("asyncconc.downloader._pipeline", "asyncconc.downloader._sharded")
 _RESULT_FIELDS = tuple(f.name for f in fields(DownloadResult))
 _result_values = operator.attrgetter(*_RESULT_FIELDS)
 
@@ -527,7 +530,8 @@ async def run_sharded(
     with tempfile.TemporaryDirectory(prefix="asyncconc-") as tmp:
         address = os.path.join(tmp, "names.sock")
         server = await asyncio.start_unix_server(parent.serve, address)
-        async with server, LoopPool(max(1, len(shards)), concurrency=1, loop=loop) as pool:
+        pool = LoopPool(max(1, len(shards)), concurrency=1, loop=loop, preload=_WORKER_MODULES)
+        async with server, pool:
             tasks = {
                 asyncio.create_task(
                     pool.submit(download_shard, address, k, str(dest), shard, per_worker)
