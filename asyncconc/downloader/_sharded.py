@@ -51,7 +51,7 @@ all the workers; measured, its per-message work was what made
 Frames from a worker hold ``("hello", shard)``, ``("claims", shard, start,
 count)``, ``("claim", id, wanted)``, ``("release", path)``,
 ``("started", url, path, total, resumed_from)``, ``("progress", url,
-nbytes)`` and ``("finished", index, result fields)``; the parent answers
+nbytes)`` and ``("finished", index, result fields but the URL)``; the parent answers
 ``("names", start, [(guessed, name), ...])`` and ``("name", id, name)``.
 Pickle is safe here: the socket lives in a private temporary folder of this
 user, between processes of one run.
@@ -101,8 +101,10 @@ _LENGTH = struct.Struct("<I")
 # Imported once in the pool's fork server, shared by the workers it forks
 # (each imported its own: ~11 MB of aiohttp and the downloader apiece).
 _WORKER_MODULES = ("asyncconc.downloader._pipeline", "asyncconc.downloader._sharded")
+# A result crosses as its fields but the URL (the parent has it: the line's).
 _RESULT_FIELDS = tuple(f.name for f in fields(DownloadResult))
-_result_values = operator.attrgetter(*_RESULT_FIELDS)
+assert _RESULT_FIELDS[0] == "url"
+_result_values = operator.attrgetter(*_RESULT_FIELDS[1:])
 
 
 def shard_requests(requests: Sequence[DownloadRequest], shards: int) -> list[list[_Item]]:
@@ -440,6 +442,7 @@ class _Parent:
     on_event: Callable[[DownloadEvent], None]
     claims: _Claims
     names: NameAllocator
+    urls: list[str]
     results: deque[tuple[int, DownloadResult]] = field(default_factory=deque)
     connected: set[int] = field(default_factory=set)
     closed: set[int] = field(default_factory=set)
@@ -462,9 +465,11 @@ class _Parent:
         for message in frame:
             op = message[0]
             if op == "finished":
-                result = DownloadResult(*message[2])
+                # The URL string the parent already holds, not the frame's copy.
+                index, values = message[1], message[2]
+                result = DownloadResult(self.urls[index], *values)
                 on_event(DownloadFinished(result))
-                self.results.append((message[1], result))
+                self.results.append((index, result))
             elif op == "started":
                 on_event(DownloadStarted(*message[1:]))
             elif op == "progress":
@@ -525,8 +530,8 @@ async def run_sharded(
     total = int(per_worker.pop("concurrency", 16))
     per_worker["concurrency"] = max(1, -(-total // max(1, len(shards))))
     names = NameAllocator()
-    parent = _Parent(on_event, _Claims(names, choices, shards), names)
-    reported: set[int] = set()
+    parent = _Parent(on_event, _Claims(names, choices, shards), names, [r.url for r in requests])
+    reported = bytearray(len(requests))  # 1 per line: a set cost ~60 B a line
     with tempfile.TemporaryDirectory(prefix="asyncconc-") as tmp:
         address = os.path.join(tmp, "names.sock")
         server = await asyncio.start_unix_server(parent.serve, address)
@@ -551,7 +556,7 @@ async def run_sharded(
                 while True:
                     while parent.results:
                         index, result = parent.results.popleft()
-                        reported.add(index)
+                        reported[index] = 1
                         yield index, result
                     if ended():
                         break
@@ -562,12 +567,12 @@ async def run_sharded(
                 for task, k in tasks.items():
                     error = await _shard_error(task)
                     for index, request in shards[k]:
-                        if index not in reported:
+                        if not reported[index]:
                             result = DownloadResult.unfinished(
                                 request, error or "the worker process stopped"
                             )
                             on_event(DownloadFinished(result))
-                            reported.add(index)
+                            reported[index] = 1
                             yield index, result
             finally:
                 # Cancelling a submit cancels the shard coroutine in its
@@ -581,8 +586,8 @@ async def run_sharded(
                 unwound.cancel()
                 while leftover is not None and parent.results:
                     index, result = parent.results.popleft()
-                    if index not in reported:
-                        reported.add(index)
+                    if not reported[index]:
+                        reported[index] = 1
                         leftover(index, result)
 
 

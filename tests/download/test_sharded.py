@@ -301,7 +301,7 @@ async def test_a_first_name_other_than_guessed_is_claimed_then(tmp_path: Path) -
     requests = [DownloadRequest.from_url(f"http://h/{n}") for n in ("a.txt", "b.txt", "c.txt")]
     allocator = NameAllocator()
     claims = _Claims(allocator, ["a.txt", "a.txt", "c.txt"], [list(enumerate(requests))])
-    parent = _Parent(lambda event: None, claims, allocator)
+    parent = _Parent(lambda event: None, claims, allocator, [r.url for r in requests])
     address = str(tmp_path / "s.sock")
     server = await asyncio.start_unix_server(parent.serve, address)
     async with server:
