@@ -5,7 +5,6 @@ core: concurrent downloads, a lock-guarded account, ping/pong through
 queues and a process pool with one event loop per core.
 """
 
-import importlib as _importlib
 import typing as _typing
 
 from asyncconc._errors import (
@@ -29,6 +28,7 @@ from asyncconc._errors import (
     WorkerCrashedError,
     WriteError,
 )
+from asyncconc._lazy import lazy_getattr as _lazy_getattr
 from asyncconc._runner import run
 
 # Everything else is imported on first use (PEP 562): a worker process of
@@ -82,14 +82,7 @@ _LAZY = {
     "split_range": "asyncconc.pool",
 }
 
-
-def __getattr__(name: str) -> _typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'asyncconc' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

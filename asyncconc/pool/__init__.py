@@ -9,8 +9,9 @@ pool's owner side nor the Dask and executor wrappers (together ~50 ms of
 imports, in the fork server and in every parent that only uses LoopPool).
 """
 
-import importlib as _importlib
 import typing as _typing
+
+from asyncconc._lazy import lazy_getattr as _lazy_getattr
 
 if _typing.TYPE_CHECKING:
     from asyncconc.pool._api import LoopPool
@@ -29,21 +30,15 @@ __all__ = [
     "split_range",
 ]
 
-_MODULES = {
-    "DaskPool": "_dask",
-    "LoopPool": "_api",
-    "LoopPoolExecutor": "_executor",
-    "PoolBackend": "_backend",
-    "PoolExecutor": "_executor",
-    "partial_sum": "_kernel",
-    "split_range": "_kernel",
-}
-
-
-def __getattr__(name: str) -> _typing.Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'asyncconc.pool' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(f"asyncconc.pool.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_getattr(
+    __name__,
+    {
+        "DaskPool": "asyncconc.pool._dask",
+        "LoopPool": "asyncconc.pool._api",
+        "LoopPoolExecutor": "asyncconc.pool._executor",
+        "PoolBackend": "asyncconc.pool._backend",
+        "PoolExecutor": "asyncconc.pool._executor",
+        "partial_sum": "asyncconc.pool._kernel",
+        "split_range": "asyncconc.pool._kernel",
+    },
+)
