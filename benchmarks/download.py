@@ -403,6 +403,11 @@ def run_from_main(argv: Sequence[str]) -> int:
     source = str(Path(argv[0]).resolve())
     sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
     sys.path.insert(0, source)
+    # Worker processes (--workers: the pool's fork server is a new
+    # interpreter) must import the same copy; on PYTHONPATH it wins there.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [source, *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
     sys.argv = ["asyncconc", *argv[1:]]
     import asyncconc
 
@@ -569,8 +574,22 @@ def floor_main(argv: Sequence[str]) -> int:
     parser.add_argument("urls")
     parser.add_argument("dest")
     parser.add_argument("-j", type=int, default=16)
+    parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args(argv)
     pairs = [line.split()[:2] for line in Path(args.urls).read_text().splitlines() if line]
+    # floor-w2: the list dealt out over P processes that never talk to each
+    # other, -j split among them; what any P-process downloader can reach at
+    # best. Forked before aiohttp is imported, so each imports its own.
+    children: list[int] = []
+    share = 0
+    for k in range(1, args.processes):
+        pid = os.fork()
+        if pid == 0:
+            share, children = k, []
+            break
+        children.append(pid)
+    pairs = pairs[share :: args.processes]
+    args.j = max(1, -(-args.j // args.processes))
     dest = os.path.abspath(args.dest)
     os.makedirs(dest, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
@@ -626,7 +645,10 @@ def floor_main(argv: Sequence[str]) -> int:
     except ImportError:
         factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        return 0 if runner.run(main()) else 1
+        code = 0 if runner.run(main()) else 1
+    for pid in children:
+        code = max(code, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) and 1)
+    return code
 
 
 # -- tools -----------------------------------------------------------------------
@@ -657,7 +679,8 @@ def cmd_asyncconc(
     loop: str, source: str | None = None, extra: Sequence[str] = ()
 ) -> Callable[[Job], list[str]]:
     """The asyncconc CLI; from a copy of the package in ``source`` if given (``--variant``)."""
-    launcher = ["-m", "asyncconc"] if source is None else [__file__, "_run_from", source]
+    here = str(Path(__file__).resolve())
+    launcher = ["-m", "asyncconc"] if source is None else [here, "_run_from", source]
 
     def build(job: Job) -> list[str]:
         urls = _plain_list(job)
@@ -701,6 +724,10 @@ def cmd_threads(job: Job) -> list[str]:
 def cmd_floor(job: Job) -> list[str]:
     urls = _plain_list(job)
     return [job.python, __file__, "_floor", str(urls), str(job.dest), "-j", str(job.jobs)]
+
+
+def cmd_floor_w2(job: Job) -> list[str]:
+    return [*cmd_floor(job), "--processes", "2"]
 
 
 def cmd_aria2c_x4(job: Job) -> list[str]:
@@ -754,6 +781,9 @@ TOOLS = {
         _BIG,
     ),
     "floor": Tool("floor", cmd_floor, "python:aiohttp", True),
+    # The floor over two processes, the list split in halves, no coordination:
+    # how much any two-process downloader can gain on this machine.
+    "floor-w2": Tool("floor-w2", cmd_floor_w2, "python:aiohttp", True),
     "aria2c": Tool("aria2c", cmd_aria2c, "aria2c", True),
     "aria2c-x4": Tool("aria2c-x4", cmd_aria2c_x4, "aria2c", True, _BIG),
     "curl": Tool("curl", cmd_curl, "curl", True),
@@ -820,7 +850,7 @@ TIME = "/usr/bin/time"
 
 
 def measure(
-    cmd: list[str], timeout: float, log: Path
+    cmd: list[str], timeout: float, log: Path, cwd: str | None = None
 ) -> tuple[float, float, float, int, int, bool]:
     """Run ``cmd``; (wall, user, sys, max RSS KiB, returncode, timed out).
 
@@ -835,7 +865,12 @@ def measure(
     with log.open("wb") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(
-            timed, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            timed,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            cwd=cwd,
         )
         timed_out = False
         sampler = _TreeSampler(proc.pid)
@@ -858,7 +893,7 @@ def measure(
     user = system = 0.0
     peak = 0
     code = proc.returncode
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, IndexError):  # IndexError: time was killed
         fields = stats.read_text().split()[-4:]
         user, system, peak, code = (
             float(fields[0]),
@@ -999,7 +1034,11 @@ def run_tool(
     log = work / "logs" / f"{spec.name}-{tool.name}-{args.current_repeat}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     timeout = args.timeout or spec.timeout
-    wall, user, system, peak, code, timed_out = measure(cmd, timeout, log)
+    # A variant runs in its own folder: a worker process (a new interpreter,
+    # '' first on its sys.path) would import the working tree's package
+    # from the repository root.
+    cwd = tool.needs.partition("@")[2] or None
+    wall, user, system, peak, code, timed_out = measure(cmd, timeout, log, cwd)
     ok, bad, extra = verify(dest, files)
     run = Run(
         tool.name,
@@ -1234,6 +1273,32 @@ def target_lines(spec: SetSpec, summaries: dict[str, Summary], jobs: int) -> lis
         sign = ">=" if at_least else "<="
         verdict = "met" if met else "NOT met"
         lines.append(f"  target {label}: {value:.2f} ({sign} {bound:g}) {verdict}")
+    return lines + bound_lines(summaries)
+
+
+def bound_lines(summaries: dict[str, Summary]) -> list[str]:
+    """What two processes can gain on this machine at all (the server needs CPU too).
+
+    ``floor-w2 / floor`` is the most any two-process client gained in this
+    run; each two-process asyncconc run is set against ``floor-w2``, and
+    each ``-w2`` variant against its one-process twin (``X-w2`` / ``X``).
+    """
+
+    def speed(a: str, b: str) -> float | None:
+        if a in summaries and b in summaries:
+            return summaries[b].run.wall / summaries[a].run.wall
+        return None
+
+    lines = []
+    gain = speed("floor-w2", "floor")
+    if gain is not None:
+        lines.append(f"  bound: floor-w2 / floor: {gain:.2f} (two processes, no coordination)")
+    for name in summaries:
+        if name.startswith("asyncconc") and "-w2" in name:
+            for other in ("floor-w2", name.replace("-w2", "")):
+                value = speed(name, other)
+                if value is not None and other != name:
+                    lines.append(f"  {name} / {other}: {value:.2f}")
     return lines
 
 
@@ -1294,7 +1359,7 @@ def parse_args(argv: Sequence[str] | None) -> Namespace:
         default=[],
         metavar="LABEL=DIR",
         help="also run asyncconc imported from DIR/asyncconc (a patched copy) as "
-        "'asyncconc[LABEL]'; repeatable",
+        "'asyncconc[LABEL]'; a LABEL ending in -w2 runs it with --workers 2; repeatable",
     )
     parser.add_argument(
         "--baseline",
@@ -1309,7 +1374,8 @@ def parse_args(argv: Sequence[str] | None) -> Namespace:
         if not sep or not label or not (Path(source) / "asyncconc" / "__init__.py").is_file():
             parser.error(f"--variant {spec!r}: expected LABEL=DIR with DIR/asyncconc/__init__.py")
         name = f"asyncconc[{label}]"
-        TOOLS[name] = Tool(name, cmd_asyncconc("auto", source), f"asyncconc@{source}", False)
+        extra = ["--workers", "2"] if label.endswith("-w2") else []
+        TOOLS[name] = Tool(name, cmd_asyncconc("auto", source, extra), f"asyncconc@{source}", False)
         args.tools.append(name)
     for s in args.sets:
         if s not in ALL_SETS:

@@ -259,11 +259,11 @@ class _Job:
             return self.result("ok", sha256=part.digest)
         return self.result("failed", error=INTERRUPTED)
 
-    async def _claim(self, wanted: PurePosixPath) -> None:
+    async def _claim(self, wanted: PurePosixPath, *, first: bool = False) -> None:
         if self.rel is not None:
             self.ctx.names.release(self.rel)
             self.note = None
-        self.rel = await self.ctx.names.aclaim(wanted)
+        self.rel = await self.ctx.names.aclaim(wanted, first=first)
         self._target = None
         if self.rel != wanted:
             self.note = (
@@ -302,7 +302,7 @@ class _Job:
             if record is not None
             else PurePosixPath(choose_name(request.url, None, limit=ctx.name_limit))
         )
-        await self._claim(wanted)
+        await self._claim(wanted, first=True)
         if record is not None and self.rel == record.path:
             # Saved complete by an earlier run and unchanged on disk since:
             # known without asking the server.

@@ -174,7 +174,9 @@ class NameClaimer(Protocol):
     their names from the one allocator in the parent.
     """
 
-    async def aclaim(self, wanted: PurePosixPath) -> PurePosixPath: ...
+    async def aclaim(self, wanted: PurePosixPath, *, first: bool = False) -> PurePosixPath:
+        """A free name like ``wanted``; ``first``: the download's first claim."""
+        ...
 
     def release(self, path: PurePosixPath) -> None: ...
 
@@ -205,7 +207,7 @@ class NameAllocator:
         self._taken.update(self._keys(candidate))
         return candidate
 
-    async def aclaim(self, wanted: PurePosixPath) -> PurePosixPath:
+    async def aclaim(self, wanted: PurePosixPath, *, first: bool = False) -> PurePosixPath:
         return self.claim(wanted)
 
     def release(self, path: PurePosixPath) -> None:

@@ -8,11 +8,14 @@ a user sees: the names, the progress, the results and the report.
 How the guarantees of a single-process run are kept:
 
 * **Names and collisions.** Every name is claimed from the one
-  :class:`NameAllocator` in the parent, over a private Unix socket. Lines are
-  sharded by their first-choice name, so lines that want the same name sit
-  in the same worker, in list order, and collisions resolve exactly as they
-  do in one process; a server-given (Content-Disposition) name is claimed
-  first-come, as it is in one process.
+  :class:`NameAllocator` in the parent. The first choice of every line (the
+  list's name, the index's record, else the URL's name) is claimed in list
+  order over all shards, as one process claims them, a little ahead of the
+  downloads (see *names claimed ahead*), so collisions resolve exactly as
+  they do in one process, also between lines in different workers. A
+  server-given (Content-Disposition) name is claimed first-come, as it is in
+  one process. Lines that want the same name also share a worker, so they
+  start in list order.
 * **.part, resume, retries, exit codes**: each worker runs the ordinary
   :class:`Downloader`; nothing about a single URL changes.
 * **Ctrl-C / cancellation**: the pool's workers are stopped with the run;
@@ -20,19 +23,52 @@ How the guarantees of a single-process run are kept:
   sidecar, so a later run resumes). A worker that dies fails only the URLs
   it had not finished, with a clear error; the others are unaffected.
 
-The socket carries newline-delimited JSON: ``hello``, ``claim``/``release``
-(answered by the parent), ``started``, ``progress`` and ``finished``.
+The parent does almost nothing per file (the Nginx model: the master only
+hands out work and collects results), because it is one process serving
+all the workers; measured, its per-message work was what made
+``--workers 2`` slower than one process on small files:
+
+* **Batched messages.** A worker queues its messages and writes them in one
+  frame (a 4-byte length, then a pickled list) at most every
+  :data:`FLUSH_DELAY` seconds, at once when it waits for an answer; the
+  parent decodes a frame at once and answers all its claims in one frame.
+* **Coalesced progress.** Bytes received are summed per URL and sent at
+  most every :data:`PROGRESS_EVERY` seconds, and always just before that
+  URL's ``started`` or ``finished``: a small file costs no progress message
+  at all, a large one ten a second, and the totals are exact.
+* **Names claimed ahead.** A worker asks for the names of its next lines in
+  batches (:class:`_Names`); the parent then claims the first choices of
+  all lines up to the last of those, of every shard, in list order
+  (:class:`_Claims`), and each download takes its name with no round trip.
+  A line's own name is thus claimed somewhat before it starts (one process:
+  when it starts): about three times the worker's concurrency lines ahead
+  in its shard, more when another worker runs ahead. That only matters to a
+  server-given name that wants it, first-come either way.
+  Should a download ask for another first name than the parent guessed (the
+  index changed since the parent read it), it gives the guessed name back
+  and claims its own, first-come.
+
+Frames from a worker hold ``("hello", shard)``, ``("claims", shard, start,
+count)``, ``("claim", id, wanted)``, ``("release", path)``,
+``("started", url, path, total, resumed_from)``, ``("progress", url,
+nbytes)`` and ``("finished", index, result fields but the URL)``; the parent answers
+``("names", start, [(guessed, name), ...])`` and ``("name", id, name)``.
+Pickle is safe here: the socket lives in a private temporary folder of this
+user, between processes of one run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import operator
 import os
+import pickle
+import struct
 import tempfile
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -45,14 +81,30 @@ from asyncconc.downloader._models import (
     DownloadResult,
     DownloadStarted,
 )
-from asyncconc.downloader._naming import NameAllocator, choose_name
-from asyncconc.downloader._pipeline import Downloader
+from asyncconc.downloader._naming import NameAllocator, choose_name, name_max
 
 __all__ = ["run_sharded", "shard_requests"]
 
 _Item = tuple[int, DownloadRequest]
+_Message = tuple[Any, ...]
 # Seconds the workers get to save their .part files when the run is cancelled.
 STOP_GRACE = 3.0
+# A worker writes what it has queued at most this late (an answer it waits
+# for goes at once). 2 ms: ~3 files of 16 KiB per frame at 1,500 files/s.
+FLUSH_DELAY = 0.002
+# Bytes received for one URL are reported at most this often (a live display
+# refreshes ~10 times a second); a file that ends sooner reports them once.
+PROGRESS_EVERY = 0.1
+# Above this many bytes waiting in the socket, a worker waits for the parent.
+_BACKLOG = 1 << 20
+_LENGTH = struct.Struct("<I")
+# Imported once in the pool's fork server, shared by the workers it forks
+# (each imported its own: ~11 MB of aiohttp and the downloader apiece).
+_WORKER_MODULES = ("asyncconc.downloader._pipeline", "asyncconc.downloader._sharded")
+# A result crosses as its fields but the URL (the parent has it: the line's).
+_RESULT_FIELDS = tuple(f.name for f in fields(DownloadResult))
+assert _RESULT_FIELDS[0] == "url"
+_result_values = operator.attrgetter(*_RESULT_FIELDS[1:])
 
 
 def shard_requests(requests: Sequence[DownloadRequest], shards: int) -> list[list[_Item]]:
@@ -73,44 +125,258 @@ def shard_requests(requests: Sequence[DownloadRequest], shards: int) -> list[lis
     return [shard for shard in out if shard]
 
 
+def _frame(messages: list[_Message]) -> bytes:
+    data = pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(data)) + data
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> list[_Message] | None:
+    """The next frame's messages; ``None`` at a clean end of the stream."""
+    try:
+        header = await reader.readexactly(_LENGTH.size)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise
+        return None
+    messages: list[_Message] = pickle.loads(await reader.readexactly(_LENGTH.unpack(header)[0]))
+    return messages
+
+
 # -- worker side ---------------------------------------------------------------
 
 
-class _RemoteNames:
-    """A NameClaimer that asks the parent's allocator."""
+class _Link:
+    """A worker's end of the socket: messages queued, written in one frame."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
+        self._loop = asyncio.get_running_loop()
+        self._queue: list[_Message] = []
+        self._soon: asyncio.Handle | None = None
+        self._later: asyncio.TimerHandle | None = None
+        self._bytes: dict[str, int] = {}  # progress not sent yet, per URL
+        self._tick: asyncio.TimerHandle | None = None
+
+    def send(self, message: _Message, *, urgent: bool = False) -> None:
+        self._queue.append(message)
+        if urgent:
+            if self._soon is None:
+                self._soon = self._loop.call_soon(self.flush)
+        elif self._later is None and self._soon is None:
+            self._later = self._loop.call_later(FLUSH_DELAY, self.flush)
+
+    def flush(self) -> None:
+        """Write everything queued, in one frame."""
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        if self._queue and not self._writer.is_closing():
+            queue, self._queue = self._queue, []
+            self._writer.write(_frame(queue))
+
+    @property
+    def backlogged(self) -> bool:
+        return self._writer.transport.get_write_buffer_size() > _BACKLOG
+
+    def progress(self, url: str, nbytes: int) -> None:
+        self._bytes[url] = self._bytes.get(url, 0) + nbytes
+        if self._tick is None:
+            self._tick = self._loop.call_later(PROGRESS_EVERY, self._send_progress)
+
+    def _send_progress(self) -> None:
+        self._tick = None
+        for url, nbytes in self._bytes.items():
+            self.send(("progress", url, nbytes))
+        self._bytes.clear()
+
+    def _progress_of(self, url: str) -> None:
+        """What arrived for ``url`` goes before its next started/finished."""
+        nbytes = self._bytes.pop(url, 0)
+        if nbytes:
+            self.send(("progress", url, nbytes))
+
+    def started(self, event: DownloadStarted) -> None:
+        self._progress_of(event.url)
+        self.send(("started", event.url, event.path, event.total, event.resumed_from))
+
+    def finished(self, index: int, result: DownloadResult) -> None:
+        self._progress_of(result.url)
+        self.send(("finished", index, _result_values(result)))
+
+    def close(self) -> None:
+        """Send what is left (progress included) and close; idempotent."""
+        if self._tick is not None:
+            self._tick.cancel()
+        self._send_progress()  # sets _tick to None
+        self.flush()
+        self._writer.close()
+
+
+class _Names:
+    """The worker's NameClaimer: first names taken from batches claimed ahead.
+
+    The parent claims every line's first choice in list order, over all
+    shards (:class:`_Claims`); this worker asks for the names of its next
+    lines in batches. The n-th download to claim its first name is the n-th
+    line of the shard that claims one, because the pipeline starts
+    downloads in list order and each claims before its first await; a
+    download says which claim is its first (``first=True``). Later claims (a
+    server-given name, a name holding another URL's file) are single round
+    trips, first-come.
+    """
+
+    def __init__(self, link: _Link, shard: int, count: int, concurrency: int) -> None:
+        self._link = link
+        self._shard = shard
+        self._count = count  # lines of this shard that claim a name
+        self._names: list[tuple[str, str] | None] = []  # (guessed first choice, name)
+        self._asked = 0
+        self._bound = 0  # downloads that took their first name
+        self._low = max(8, concurrency)
+        self._batch = max(16, 2 * concurrency)
+        self._changed = asyncio.Event()
         self._pending: dict[int, asyncio.Future[str]] = {}
         self._next = 0
+        self._lost = False
 
-    async def aclaim(self, wanted: PurePosixPath) -> PurePosixPath:
+    def ask_ahead(self) -> None:
+        """Ask for the next batch when few names are left in hand."""
+        if self._asked - self._bound >= self._low:
+            return
+        count = min(self._batch, self._count - self._asked)
+        if count > 0:
+            self._link.send(("claims", self._shard, self._asked, count), urgent=True)
+            self._asked += count
+
+    async def aclaim(self, wanted: PurePosixPath, *, first: bool = False) -> PurePosixPath:
+        if not first or self._bound >= self._count:
+            return PurePosixPath(await self._claim_one(wanted.as_posix()))
+        at = self._bound
+        self._bound += 1
+        self.ask_ahead()
+        while len(self._names) <= at:
+            if self._lost:
+                raise ConnectionError("lost the parent process")
+            await self._changed.wait()
+        entry = self._names[at]
+        self._names[at] = None  # handed out: not kept for a long list
+        assert entry is not None
+        guessed, name = entry
+        path = wanted.as_posix()
+        if guessed == path:
+            return PurePosixPath(name)
+        # Not the name guessed (the index changed since the parent read it):
+        # give that one back and claim this one, first-come.
+        self._link.send(("release", name))
+        return PurePosixPath(await self._claim_one(path))
+
+    def release(self, path: PurePosixPath) -> None:
+        self._link.send(("release", path.as_posix()))
+
+    async def _claim_one(self, wanted: str) -> str:
         self._next += 1
         ident = self._next
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending[ident] = future
-        _send(self._writer, {"op": "claim", "id": ident, "path": wanted.as_posix()})
+        self._link.send(("claim", ident, wanted), urgent=True)
         try:
-            return PurePosixPath(await future)
+            return await future
         finally:
             self._pending.pop(ident, None)
 
-    def release(self, path: PurePosixPath) -> None:
-        _send(self._writer, {"op": "release", "path": path.as_posix()})
+    def _pulse(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def answer(self, message: _Message) -> None:
+        if message[0] == "names":
+            self._names.extend(message[2])
+            self._pulse()
+        else:
+            future = self._pending.get(message[1])
+            if future is not None and not future.done():
+                future.set_result(message[2])
 
     async def read_answers(self, reader: asyncio.StreamReader) -> None:
-        while line := await reader.readline():
-            message = json.loads(line)
-            future = self._pending.get(message["id"])
-            if future is not None and not future.done():
-                future.set_result(message["path"])
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(ConnectionError("lost the parent process"))
+        try:
+            while (frame := await _read_frame(reader)) is not None:
+                for message in frame:
+                    self.answer(message)
+        finally:
+            self._lost = True
+            self._pulse()
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(ConnectionError("lost the parent process"))
 
 
-def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-    writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+def first_choices(
+    requests: Sequence[DownloadRequest], dest: Path, *, overwrite: bool
+) -> list[str | None]:
+    """The name each line will claim first (``None``: it claims none).
+
+    Mirrors the start of ``_Job.run`` in :mod:`._fetching` (the list's name,
+    else the index's record of the URL, else the URL's name). A wrong guess
+    costs that line one round trip and makes its name first-come; it is
+    never a wrong name (see :class:`_Names`).
+    """
+    from asyncconc.downloader._index import SavedIndex
+
+    index = None if overwrite else SavedIndex.load(dest)
+    limit = name_max(dest)
+    out: list[str | None] = []
+    for request in requests:
+        if request.problem is not None:
+            out.append(None)  # fails before it claims anything
+        elif request.name is not None:
+            out.append(request.name.as_posix())
+        else:
+            record = index.get(request.url) if index is not None else None
+            out.append(
+                record.path.as_posix()
+                if record is not None
+                else choose_name(request.url, limit=limit)
+            )
+    return out
+
+
+class _Claims:
+    """The parent's side of names claimed ahead: list order over all shards.
+
+    A shard asking for the names of its next lines makes the parent claim
+    every line's first choice up to the last of those, of every shard, in
+    list order: exactly the order of one process, whichever worker runs
+    ahead, so a collision across shards (``a.bin`` twice in one worker,
+    ``a-2.bin`` named in the list in the other) resolves as in one process.
+    """
+
+    def __init__(
+        self, names: NameAllocator, choices: list[str | None], shards: list[list[_Item]]
+    ) -> None:
+        self._names = names
+        self._choices = choices
+        self._claimed: dict[int, str] = {}  # line -> name, until handed out
+        self._cursor = 0
+        self._lines = [[i for i, _ in shard if choices[i] is not None] for shard in shards]
+
+    def take(self, shard: int, start: int, count: int) -> list[tuple[str, str]]:
+        lines = self._lines[shard][start : start + count]
+        if lines:
+            choices, claimed, claim = self._choices, self._claimed, self._names.claim
+            while self._cursor <= lines[-1]:
+                wanted = choices[self._cursor]
+                if wanted is not None:
+                    claimed[self._cursor] = claim(PurePosixPath(wanted)).as_posix()
+                self._cursor += 1
+        out = []
+        for line in lines:
+            wanted = self._choices[line]
+            assert wanted is not None
+            out.append((wanted, self._claimed.pop(line)))
+        return out
 
 
 async def download_shard(
@@ -128,51 +394,48 @@ async def download_shard(
     the folder's index when the run began (records other workers add must
     not change this one's names).
     """
+    # Here, not at the top: the parent never needs aiohttp.
+    from asyncconc.downloader._pipeline import Downloader, _as_request
+
+    requests = [_as_request(r) for _, r in items]
+    claiming = sum(r.problem is None for r in requests)
     reader, writer = await asyncio.open_unix_connection(address)
-    names = _RemoteNames(writer)
+    link = _Link(writer)
+    names = _Names(link, shard, claiming, int(options.get("concurrency", 16)))
     answers = asyncio.create_task(names.read_answers(reader))
-    _send(writer, {"op": "hello", "shard": shard})
+    link.send(("hello", shard))
+    names.ask_ahead()
 
     def on_event(event: DownloadEvent) -> None:
-        if isinstance(event, DownloadProgress):
-            _send(writer, {"op": "progress", "url": event.url, "nbytes": event.nbytes})
-        elif isinstance(event, DownloadStarted):
-            _send(
-                writer,
-                {
-                    "op": "started",
-                    "url": event.url,
-                    "path": event.path,
-                    "total": event.total,
-                    "resumed_from": event.resumed_from,
-                },
-            )
+        if type(event) is DownloadProgress:
+            link.progress(event.url, event.nbytes)
+        elif type(event) is DownloadStarted:
+            link.started(event)
 
-    def leftover(local: int, result: DownloadResult) -> None:
-        # Cancelled: what was in flight is sent as it stands (the parent
-        # reports it; the transport flushes it before it closes).
-        _send(writer, {"op": "finished", "index": items[local][0], "result": result.as_dict()})
+    def report(local: int, result: DownloadResult) -> None:
+        # Also for what was in flight when cancelled: sent as it stands (the
+        # parent reports it; close() flushes it before the socket closes).
+        link.finished(items[local][0], result)
 
     sent = 0
     try:
         downloader = Downloader(dest, on_event=on_event, **options)
-        requests = (r for _, r in items)
         async with (
             downloader,
             contextlib.aclosing(
-                downloader._run(requests, names=names, leftover=leftover, index_bytes=index_bytes)
+                downloader._run(requests, names=names, leftover=report, index_bytes=index_bytes)
             ) as results,
         ):
             async for local, result in results:
-                _send(
-                    writer, {"op": "finished", "index": items[local][0], "result": result.as_dict()}
-                )
+                report(local, result)
                 sent += 1
-                await writer.drain()
+                if link.backlogged:
+                    link.flush()
+                    await writer.drain()
         return sent
     finally:
         answers.cancel()
-        writer.close()
+        link.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
 
@@ -183,8 +446,10 @@ async def download_shard(
 @dataclass(slots=True)
 class _Parent:
     on_event: Callable[[DownloadEvent], None]
-    names: NameAllocator = field(default_factory=NameAllocator)
-    results: asyncio.Queue[tuple[int, DownloadResult]] = field(default_factory=asyncio.Queue)
+    claims: _Claims
+    names: NameAllocator
+    urls: list[str]
+    results: deque[tuple[int, DownloadResult]] = field(default_factory=deque)
     connected: set[int] = field(default_factory=set)
     closed: set[int] = field(default_factory=set)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -195,31 +460,51 @@ class _Parent:
             self.changed.clear()
             await self.changed.wait()
 
+    def _claim(self, path: str) -> str:
+        return self.names.claim(PurePosixPath(path)).as_posix()
+
+    def handle(self, frame: list[_Message]) -> tuple[int | None, list[_Message]]:
+        """Act on one frame; (the shard it said hello for, the answers to send)."""
+        on_event = self.on_event
+        answers: list[_Message] = []
+        hello = None
+        for message in frame:
+            op = message[0]
+            if op == "finished":
+                # The URL string the parent already holds, not the frame's copy.
+                index, values = message[1], message[2]
+                result = DownloadResult(self.urls[index], *values)
+                on_event(DownloadFinished(result))
+                self.results.append((index, result))
+            elif op == "started":
+                on_event(DownloadStarted(*message[1:]))
+            elif op == "progress":
+                on_event(DownloadProgress(message[1], message[2]))
+            elif op == "claims":
+                _, shard, start, count = message
+                answers.append(("names", start, self.claims.take(shard, start, count)))
+            elif op == "claim":
+                answers.append(("name", message[1], self._claim(message[2])))
+            elif op == "release":
+                self.names.release(PurePosixPath(message[1]))
+            elif op == "hello":
+                hello = message[1]
+                self.connected.add(message[1])
+        return hello, answers
+
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         shard: int | None = None
         try:
-            while line := await reader.readline():
-                message = json.loads(line)
-                op = message["op"]
-                if op == "progress":
-                    self.on_event(DownloadProgress(message["url"], message["nbytes"]))
-                elif op == "started":
-                    del message["op"]
-                    self.on_event(DownloadStarted(**message))
-                elif op == "finished":
-                    result = DownloadResult(**message["result"])
-                    self.on_event(DownloadFinished(result))
-                    self.results.put_nowait((message["index"], result))
-                elif op == "claim":
-                    path = self.names.claim(PurePosixPath(message["path"]))
-                    _send(writer, {"id": message["id"], "path": path.as_posix()})
-                elif op == "release":
-                    self.names.release(PurePosixPath(message["path"]))
-                elif op == "hello":
-                    shard = message["shard"]
-                    self.connected.add(shard)
-        except (ConnectionError, ValueError, KeyError, TypeError):
-            pass  # a worker that died mid-line: its URLs are failed below
+            while (frame := await _read_frame(reader)) is not None:
+                hello, answers = self.handle(frame)
+                if hello is not None:
+                    shard = hello
+                if answers:
+                    writer.write(_frame(answers))
+                self.changed.set()
+        except (ConnectionError, asyncio.IncompleteReadError, pickle.UnpicklingError, EOFError,
+                ValueError, KeyError, TypeError, IndexError):  # fmt: skip
+            pass  # a worker that died mid-frame: its URLs are failed below
         finally:
             if shard is not None:
                 self.closed.add(shard)
@@ -245,17 +530,20 @@ async def run_sharded(
     """
     from asyncconc.pool import LoopPool  # the pool is only needed here
 
+    choices = first_choices(requests, dest, overwrite=bool(options.get("overwrite")))
     shards = shard_requests(requests, workers)
     per_worker = dict(options)
     total = int(per_worker.pop("concurrency", 16))
     per_worker["concurrency"] = max(1, -(-total // max(1, len(shards))))
-    parent = _Parent(on_event)
-    reported: set[int] = set()
+    names = NameAllocator()
+    parent = _Parent(on_event, _Claims(names, choices, shards), names, [r.url for r in requests])
+    reported = bytearray(len(requests))  # 1 per line: a set cost ~60 B a line
     index_bytes = _index_size(dest)
     with tempfile.TemporaryDirectory(prefix="asyncconc-") as tmp:
         address = os.path.join(tmp, "names.sock")
         server = await asyncio.start_unix_server(parent.serve, address)
-        async with server, LoopPool(max(1, len(shards)), concurrency=1, loop=loop) as pool:
+        pool = LoopPool(max(1, len(shards)), concurrency=1, loop=loop, preload=_WORKER_MODULES)
+        async with server, pool:
             tasks = {
                 asyncio.create_task(
                     pool.submit(
@@ -264,43 +552,36 @@ async def run_sharded(
                 ): k
                 for k, shard in enumerate(shards)
             }
+            for task in tasks:
+                task.add_done_callback(lambda _: parent.changed.set())
+
+            def ended() -> bool:
+                return all(
+                    k in parent.closed or (task.done() and k not in parent.connected)
+                    for task, k in tasks.items()
+                )
+
             try:
                 while True:
-                    while not parent.results.empty():
-                        index, result = parent.results.get_nowait()
-                        reported.add(index)
+                    while parent.results:
+                        index, result = parent.results.popleft()
+                        reported[index] = 1
                         yield index, result
-                    finished = {
-                        k
-                        for task, k in tasks.items()
-                        if k in parent.closed or (task.done() and k not in parent.connected)
-                    }
-                    if len(finished) == len(shards) and parent.results.empty():
+                    if ended():
                         break
                     parent.changed.clear()
-                    waiter = asyncio.create_task(parent.changed.wait())
-                    getter = asyncio.create_task(parent.results.get())
-                    try:
-                        await asyncio.wait(
-                            {waiter, getter, *tasks}, return_when=asyncio.FIRST_COMPLETED
-                        )
-                    finally:
-                        waiter.cancel()
-                        getter.cancel()
-                    if getter.done() and not getter.cancelled():
-                        index, result = getter.result()
-                        reported.add(index)
-                        yield index, result
+                    if not parent.results:
+                        await parent.changed.wait()
                 # A shard whose worker died: fail what it had not finished.
                 for task, k in tasks.items():
                     error = await _shard_error(task)
                     for index, request in shards[k]:
-                        if index not in reported:
+                        if not reported[index]:
                             result = DownloadResult.unfinished(
                                 request, error or "the worker process stopped"
                             )
                             on_event(DownloadFinished(result))
-                            reported.add(index)
+                            reported[index] = 1
                             yield index, result
             finally:
                 # Cancelling a submit cancels the shard coroutine in its
@@ -312,10 +593,10 @@ async def run_sharded(
                 unwound = asyncio.create_task(parent.wait_all_closed())
                 await asyncio.wait({unwound}, timeout=STOP_GRACE)
                 unwound.cancel()
-                while leftover is not None and not parent.results.empty():
-                    index, result = parent.results.get_nowait()
-                    if index not in reported:
-                        reported.add(index)
+                while leftover is not None and parent.results:
+                    index, result = parent.results.popleft()
+                    if not reported[index]:
+                        reported[index] = 1
                         leftover(index, result)
 
 

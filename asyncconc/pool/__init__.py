@@ -5,7 +5,9 @@
 
 The names are loaded on first use (PEP 562): ``asyncconc.pool._kernel``,
 which the command line needs to describe ``sum``, must not cost every
-command the pool machinery and :mod:`multiprocessing`.
+command the pool machinery and :mod:`multiprocessing`; and a worker process
+imports ``asyncconc.pool._worker``, and with it this package, and needs
+neither the pool's owner side nor the Dask and executor wrappers.
 """
 
 import typing as _typing

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
+import importlib
 import os
 import pickle
 import runpy
@@ -60,9 +62,18 @@ def die_with_parent(parent: int) -> None:
         os._exit(70)
 
 
-def preparation_data() -> dict[str, Any]:
-    """What a new interpreter needs to import functions defined in ``__main__``."""
-    data: dict[str, Any] = {"sys_path": list(sys.path), "sys_argv": sys.argv, "dir": os.getcwd()}
+def preparation_data(preload: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What a new interpreter needs to import functions defined in ``__main__``.
+
+    ``preload``: modules to import too (in the fork server: once, before any
+    fork, so the workers share their pages instead of importing each its own).
+    """
+    data: dict[str, Any] = {
+        "sys_path": list(sys.path),
+        "sys_argv": sys.argv,
+        "dir": os.getcwd(),
+        "preload": list(preload),
+    }
     main = sys.modules.get("__main__")
     name = getattr(getattr(main, "__spec__", None), "name", None)
     if name is not None:
@@ -79,10 +90,17 @@ def prepare(data: dict[str, Any]) -> None:
 
     Run under another name, so the script's ``if __name__ == "__main__":``
     block does not run; aliased as ``__main__`` so pickles that name it load.
+    Then import the ``preload`` modules.
     """
     sys.path[:] = data["sys_path"]
     sys.argv[:] = data["sys_argv"]
     os.chdir(data["dir"])
+    _import_main(data)
+    for name in data.get("preload", ()):
+        importlib.import_module(name)
+
+
+def _import_main(data: dict[str, Any]) -> None:
     name = data.get("main_name")
     path = data.get("main_path")
     if name is not None:
@@ -143,6 +161,10 @@ def serve(fd: int, owner: int) -> None:
         data = pickle.loads(ctrl.recv(1 << 20))
         prepare(data)
         from asyncconc.pool import _worker  # noqa: F401  (preloaded for the forks)
+
+        # What is loaded now is shared with every fork until written to; the
+        # collector writes to every object it scans, so keep it off these.
+        gc.freeze()
     except BaseException:
         _reply(ctrl, ("error", traceback.format_exc()))
         os._exit(1)
@@ -246,9 +268,9 @@ def spawn_worker(fd: int, owner: int) -> None:
     os._exit(0)
 
 
-def send_preparation(sock: socket.socket) -> None:
+def send_preparation(sock: socket.socket, preload: tuple[str, ...] = ()) -> None:
     """The first bytes a ``spawn`` worker reads on its socket (blocking send)."""
-    data = pickle.dumps(preparation_data(), protocol=pickle.HIGHEST_PROTOCOL)
+    data = pickle.dumps(preparation_data(preload), protocol=pickle.HIGHEST_PROTOCOL)
     sock.sendall(_LENGTH.pack(len(data)) + data)
 
 

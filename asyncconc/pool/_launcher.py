@@ -36,8 +36,11 @@ class Launcher:
         on_forked: OnForked,
         on_exit: OnExit,
         on_lost: Callable[[str], None],
+        *,
+        preload: tuple[str, ...] = (),
     ) -> None:
         self._loop = loop
+        self._preload = preload  # modules the workers import before they serve
         self._on_forked = on_forked
         self._on_exit = on_exit
         self._on_lost = on_lost
@@ -88,7 +91,9 @@ class ForkServerLauncher(Launcher):
             theirs.close()
         self._ctrl = ours
         ours.setblocking(False)
-        data = pickle.dumps(_forkserver.preparation_data(), protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(
+            _forkserver.preparation_data(self._preload), protocol=pickle.HIGHEST_PROTOCOL
+        )
         ours.send(data)
         try:
             async with asyncio.timeout(timeout):
@@ -164,14 +169,16 @@ class SpawnLauncher(Launcher):
         on_forked: OnForked,
         on_exit: OnExit,
         on_lost: Callable[[str], None],
+        *,
+        preload: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(loop, on_forked, on_exit, on_lost)
+        super().__init__(loop, on_forked, on_exit, on_lost, preload=preload)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def launch(self, token: int, theirs: socket.socket, ours: socket.socket) -> None:
         child = _forkserver.start("spawn_worker", theirs)
         self._children[child.pid] = child
-        _forkserver.send_preparation(ours)
+        _forkserver.send_preparation(ours, self._preload)
         self._track(child.pid)
         pidfd = self._pidfds.get(child.pid)
         if pidfd is not None:

@@ -156,7 +156,9 @@ class Scheduler:
                 f"worker: {exc}"
             ) from exc
         launcher_type = ForkServerLauncher if start_method == "forkserver" else SpawnLauncher
-        self._launcher: Launcher = launcher_type(loop, self._on_forked, self._on_exit, self._lost)
+        self._launcher: Launcher = launcher_type(
+            loop, self._on_forked, self._on_exit, self._lost, preload=config.preload
+        )
         self._size = size
         self._concurrency = concurrency
         self._max_tasks = max_tasks

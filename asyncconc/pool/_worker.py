@@ -64,6 +64,7 @@ class WorkerConfig:
     initializer: Callable[..., Any] | None
     initargs: tuple[Any, ...]
     loop: str
+    preload: tuple[str, ...] = ()
 
 
 def describe(fn: object) -> str:

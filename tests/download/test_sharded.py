@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import psutil
@@ -14,7 +15,8 @@ import pytest
 
 import asyncconc
 from asyncconc.downloader._models import DownloadRequest
-from asyncconc.downloader._sharded import shard_requests
+from asyncconc.downloader._naming import NameAllocator
+from asyncconc.downloader._sharded import _Claims, _Link, _Names, _Parent, shard_requests
 from asyncconc.testing import FileServer, pattern_bytes
 from tests.conftest import files_under, run_cli_process, start_cli
 
@@ -197,3 +199,155 @@ async def test_ctrl_c_with_workers_leaves_no_process_and_keeps_parts(
         data = part.read_bytes()
         assert data, f"{part.name} is empty: the worker did not save what it held"
         assert data == pattern_bytes(8 * 1024 * 1024, seed)[: len(data)]
+
+
+async def test_batched_messages_still_report_every_files_progress_and_result(
+    server: FileServer, tmp_path: Path
+) -> None:
+    sizes: dict[str, int] = {}
+    urls = []
+    for i in range(40):
+        served = server.add_generated(f"m{i}.bin", 16_384 + i)
+        sizes[server.url(served.name)] = served.size
+        urls.append(server.url(served.name))
+    for i in range(2):  # ~0.6 s each: several progress messages while in flight
+        served = server.add_generated(f"slow{i}.bin", 1 << 20, seed=100 + i)
+        url = server.url(served.name, drip=0.02, drip_size=32768)
+        sizes[url] = served.size
+        urls.append(url)
+    events: list[object] = []
+    results = await asyncconc.download(urls, tmp_path, workers=2, on_event=events.append)
+    assert [r.status for r in results] == ["ok"] * len(urls)
+    for url, size in sizes.items():
+        mine = [
+            e
+            for e in events
+            if getattr(e, "url", None) == url
+            or (isinstance(e, asyncconc.DownloadFinished) and e.result.url == url)
+        ]
+        assert isinstance(mine[0], asyncconc.DownloadStarted), mine[:2]
+        assert isinstance(mine[-1], asyncconc.DownloadFinished), mine[-2:]
+        progress = [e.nbytes for e in mine if isinstance(e, asyncconc.DownloadProgress)]
+        assert sum(progress) == size, url  # coalesced, never lost
+        if "slow" in url:
+            assert len(progress) >= 2, "progress of a long download should come while it runs"
+        else:
+            assert len(progress) <= 2, "a small file's progress should come in one message"
+        assert sum(isinstance(e, asyncconc.DownloadFinished) for e in mine) == 1
+
+
+def _collision_list(server: FileServer, tmp_path: Path) -> Path:
+    # More lines per worker than one batch of names claimed ahead, most of
+    # them fighting over a.bin, with explicit names that take the suffixes
+    # the collisions would otherwise get.
+    server.add_generated("a.bin", 1000, seed=1)
+    server.add_generated("b.bin", 1000, seed=2)
+    lines = []
+    for i in range(90):
+        if i % 9 == 4:
+            lines.append(server.url("b.bin") + f" a-{i // 3}.bin")
+        elif i % 5 == 0:
+            lines.append(server.url("b.bin", query={"i": i}))
+        else:
+            lines.append(server.url("a.bin", query={"i": i}))
+    return _write(tmp_path / "urls.txt", lines)
+
+
+async def test_names_claimed_ahead_are_those_of_one_process_also_on_a_rerun(
+    server: FileServer, tmp_path: Path
+) -> None:
+    urls = _collision_list(server, tmp_path)
+    runs = {}
+    for label, extra in (("one", []), ("two", ["--workers", "2"])):
+        for attempt in ("first", "rerun"):  # the rerun names files from the index
+            report = tmp_path / f"{label}-{attempt}.json"
+            run = await run_cli_process(
+                "download", urls, "-o", tmp_path / label, "--report", report, "-q", *extra
+            )
+            assert run.code == 0, run
+            runs[label, attempt] = _shape(_report(report))
+    assert runs["two", "first"] == runs["one", "first"]
+    assert runs["two", "rerun"] == runs["one", "rerun"]
+    assert {status for _, _, status, _, _ in runs["two", "rerun"]} == {"skipped"}
+    assert files_under(tmp_path / "two") == files_under(tmp_path / "one")
+    assert len(files_under(tmp_path / "two")) == 90
+
+
+def test_first_names_are_claimed_in_list_order_over_all_shards() -> None:
+    requests = [
+        DownloadRequest.from_url("http://h/a.txt"),
+        DownloadRequest.from_url("http://h/x", "a-2.txt"),  # another first choice
+        DownloadRequest.from_url("http://g/a.txt"),
+        DownloadRequest.from_url("http://h/b.txt"),
+    ]
+    shards = [[(0, requests[0]), (2, requests[2])], [(1, requests[1]), (3, requests[3])]]
+    choices = ["a.txt", "a-2.txt", "a.txt", "b.txt"]
+    claims = _Claims(NameAllocator(), list(choices), shards)
+    # The first worker runs ahead: its second line still comes after line 1.
+    assert claims.take(0, 0, 2) == [("a.txt", "a.txt"), ("a.txt", "a-3.txt")]
+    assert claims.take(1, 0, 2) == [("a-2.txt", "a-2.txt"), ("b.txt", "b.txt")]
+    one = NameAllocator()
+    assert [one.claim(PurePosixPath(c)).as_posix() for c in choices] == [
+        "a.txt",
+        "a-2.txt",
+        "a-3.txt",
+        "b.txt",
+    ]
+
+
+async def test_a_first_name_other_than_guessed_is_claimed_then(tmp_path: Path) -> None:
+    # Over the real socket: line 1 asks for b.txt where a-2.txt was claimed
+    # for it; it gets b.txt and a-2.txt is free again.
+    requests = [DownloadRequest.from_url(f"http://h/{n}") for n in ("a.txt", "b.txt", "c.txt")]
+    allocator = NameAllocator()
+    claims = _Claims(allocator, ["a.txt", "a.txt", "c.txt"], [list(enumerate(requests))])
+    parent = _Parent(lambda event: None, claims, allocator, [r.url for r in requests])
+    address = str(tmp_path / "s.sock")
+    server = await asyncio.start_unix_server(parent.serve, address)
+    async with server:
+        reader, writer = await asyncio.open_unix_connection(address)
+        names = _Names(_Link(writer), 0, 3, concurrency=2)
+        answers = asyncio.create_task(names.read_answers(reader))
+        names.ask_ahead()
+
+        async def download(wanted: str, later: str | None = None) -> list[str]:
+            got = [(await names.aclaim(PurePosixPath(wanted), first=True)).as_posix()]
+            if later is not None:  # e.g. a server-given name
+                got.append((await names.aclaim(PurePosixPath(later))).as_posix())
+            return got
+
+        tasks = [
+            asyncio.create_task(download(w, "a.txt" if w == "c.txt" else None))
+            for w in ("a.txt", "b.txt", "c.txt")
+        ]
+        claimed = [await t for t in tasks]
+        answers.cancel()
+        writer.close()
+    assert claimed == [["a.txt"], ["b.txt"], ["c.txt", "a-2.txt"]]
+
+
+async def test_the_parent_of_a_workers_run_does_not_load_aiohttp(
+    server: FileServer, tmp_path: Path
+) -> None:
+    # Only the workers download; the parent hands out names and collects
+    # results, so it need not pay aiohttp's import (time and ~10 MB each run).
+    server.add_bytes("x.txt", b"x" * 100)
+    urls = _write(tmp_path / "urls.txt", [server.url("x.txt")])
+    code = (
+        "import sys\n"
+        "from asyncconc.cli import main\n"
+        f"rc = main(['download', {str(urls)!r}, '-o', {str(tmp_path / 'out')!r}, '-q',"
+        " '--workers', '2'])\n"
+        "print(rc, sorted(m for m in ('aiohttp', 'aiohttp.client') if m in sys.modules))\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert out.decode().splitlines()[-1] == "0 []", (out + err).decode()
+    assert (tmp_path / "out" / "x.txt").read_bytes() == b"x" * 100

@@ -38,6 +38,7 @@ __all__ = [
     "init_mark",
     "kill_self",
     "length",
+    "preloaded",
     "make_unpicklable",
     "nested_pool_square",
     "pid",
@@ -254,3 +255,13 @@ async def nested_pool_square(x: int) -> int:
 
     async with LoopPool(1) as inner:
         return await inner.submit(square, x)
+
+
+def preloaded() -> tuple[bool, int, int]:
+    """(was tests.pool._preloaded loaded before this call, its importer's pid, my pid)."""
+    import sys
+
+    loaded = "tests.pool._preloaded" in sys.modules
+    from tests.pool import _preloaded
+
+    return loaded, _preloaded.IMPORTED_BY, os.getpid()

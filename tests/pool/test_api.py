@@ -60,6 +60,24 @@ async def test_workers_run_the_requested_event_loop(loop: str) -> None:
     assert module.startswith(loop)
 
 
+async def test_preloaded_modules_are_imported_once_by_the_fork_server() -> None:
+    async with LoopPool(2, preload=["tests.pool._preloaded"]) as pool:
+        answers = {await pool.submit(_tasks.preloaded) for _ in range(4)}
+        servers = set(pool.process_pids()) - set(pool.worker_pids())
+    assert all(loaded for loaded, _, _ in answers)
+    importers = {importer for _, importer, _ in answers}
+    assert len(importers) == 1  # once, before the forks; not once per worker
+    assert importers <= servers
+    assert all(importer != worker for _, importer, worker in answers)
+
+
+async def test_preloaded_modules_are_imported_by_spawned_workers_before_tasks() -> None:
+    async with LoopPool(1, preload=["tests.pool._preloaded"], start_method="spawn") as pool:
+        loaded, importer, worker = await pool.submit(_tasks.preloaded)
+    assert loaded
+    assert importer == worker
+
+
 @pytest.mark.parametrize("chunksize", [None, 1, 7])
 async def test_map_keeps_input_order(pool: LoopPool, chunksize: int | None) -> None:
     results = [r async for r in pool.map(_tasks.square, range(1000), chunksize=chunksize)]
