@@ -26,7 +26,6 @@ import re
 import stat as stat_module
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -124,9 +123,6 @@ class FetchContext:
     # Re-check recorded complete files with a conditional request.
     update: bool = False
     split: int = 1  # connections per file (--split); see _segmented
-    # The run's one file thread, where files that fit in memory are
-    # written whole (None: on the loop; see PartFile.commit).
-    files: Executor | None = None
     # Set when a write hit ENOSPC: the pipeline starts no new downloads.
     disk_full: bool = False
     _host_slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
@@ -612,7 +608,6 @@ class _Job:
             last_modified=headers.get("Last-Modified"),
             remember=self.ctx.resume,
             checksum=self._checksum,
-            files=self.ctx.files,
         )
         assert self.rel is not None
         self._part = part

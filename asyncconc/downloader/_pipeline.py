@@ -28,7 +28,6 @@ import enum
 import functools
 import os
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypedDict
@@ -232,7 +231,6 @@ class Downloader:
             index=SavedIndex.load(self.dest, upto=index_bytes),
             update=self.update,
             split=self.split,
-            files=_file_thread() if _FILE_THREAD else None,
         )
 
     async def stream(self, urls: Iterable[UrlLike]) -> AsyncGenerator[DownloadResult, None]:
@@ -349,24 +347,8 @@ class Downloader:
             _end_run(ctx)
 
 
-# Write small files on one thread of the run instead of on the loop. Off:
-# measured slower (see docs/benchmarks-download.md, "a file thread").
-_FILE_THREAD = False
-
-
-def _file_thread() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(1, thread_name_prefix="asyncconc-files")
-
-
 def _end_run(ctx: FetchContext) -> None:
-    """Release what one run opened: its file thread and its index file.
-
-    Every job of the file thread has been waited for by then (a download
-    either awaited its commit or, cancelled, waited for it in keep()), so
-    the thread is idle and ends at once.
-    """
-    if ctx.files is not None:
-        ctx.files.shutdown(wait=True)
+    """Release what one run opened: its index file (records gathered are written)."""
     if ctx.index is not None:
         ctx.index.close()
 

@@ -29,7 +29,6 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -130,16 +129,12 @@ class PartFile:
         last_modified: str | None,
         remember: bool = True,
         checksum: bool = True,
-        files: Executor | None = None,
     ) -> None:
         # Plain strings: these paths are used many times per file, and
         # pathlib rebuilds its string form on every os call.
         self.final = os.fspath(final)
         self.part = self.final + PART_SUFFIX
         self.meta = self.final + META_SUFFIX
-        # Where a file that fits in memory is written in one job (see
-        # commit()); None: the loop's default executor.
-        self._files = files
         # The sidecar's content, serialised only when a sidecar is written
         # (a file that arrives whole never gets one).
         self._sidecar: dict[str, str | None] | None = (
@@ -232,14 +227,12 @@ class PartFile:
             self._sidecar = None
             chunks = self._take()
             whole = functools.partial(self._write_whole, chunks, expected_size, expected_sha256)
-            if self._files is not None:
-                # The run's file thread: creating a file costs 0.05-2 ms of
-                # kernel time depending on the file system, which would
-                # otherwise stall every other download on the loop.
-                return await self._run(whole, self._files)
             if self._written <= INLINE_BYTES:
-                # No file thread: a small file is cheaper on the loop than
-                # the futures and wake-ups of a hop to the default executor.
+                # A small file is cheaper on the loop than the futures,
+                # wake-ups and GIL hand-offs of a hop to a thread, even where
+                # creating a file costs ~1 ms of kernel time: one file thread
+                # for the run measured 0.82x the files/s (see
+                # docs/benchmarks-download.md, 2026-12-02).
                 try:
                     return whole()
                 except OSError as exc:
@@ -300,7 +293,7 @@ class PartFile:
     # cannot be waited for from a finally block of a cancelled task, and the
     # thread goes on writing whatever happened to the task).
 
-    def _submit(self, fn: Callable[[], T], executor: Executor | None = None) -> asyncio.Future[T]:
+    def _submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         done = threading.Event()
 
         def job() -> T:
@@ -309,7 +302,7 @@ class PartFile:
             finally:
                 done.set()
 
-        future = asyncio.get_running_loop().run_in_executor(executor, job)
+        future = asyncio.get_running_loop().run_in_executor(None, job)
         # Callers await this through asyncio.shield(): cancelling the awaiting
         # task must not cancel the job, since a job still queued behind busy
         # worker threads would then never run nor set ``done``, and keep()
@@ -320,10 +313,10 @@ class PartFile:
         self._pending = done
         return future
 
-    async def _run(self, fn: Callable[[], T], executor: Executor | None = None) -> T:
+    async def _run(self, fn: Callable[[], T]) -> T:
         await self._wait_pending()
         try:
-            return await asyncio.shield(self._submit(fn, executor))
+            return await asyncio.shield(self._submit(fn))
         except OSError as exc:
             raise WriteError(f"cannot write {self.part}: {exc.strerror or exc}", url="") from exc
 
