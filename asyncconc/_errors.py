@@ -37,7 +37,7 @@ of the start-up of ``asyncconc download``); they live in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 __all__ = [
     "AccountError",
@@ -161,12 +161,11 @@ class PicklingError(PoolError):
 if TYPE_CHECKING:
     from asyncconc._broken import BrokenPoolError, WorkerCrashedError
 else:
+    from asyncconc import _lazy
 
-    def __getattr__(name: str) -> Any:
-        if name in ("BrokenPoolError", "WorkerCrashedError"):
-            from asyncconc import _broken
-
-            value = getattr(_broken, name)
-            globals()[name] = value
-            return value
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    __getattr__, _ = _lazy.attach(
+        __name__,
+        {"BrokenPoolError": "asyncconc._broken", "WorkerCrashedError": "asyncconc._broken"},
+        globals(),
+        __all__,
+    )

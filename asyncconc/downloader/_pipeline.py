@@ -344,13 +344,8 @@ class Downloader:
                 for index in fetching.values():
                     if index in cut:
                         leftover(index, cut[index])
-            _end_run(ctx)
-
-
-def _end_run(ctx: FetchContext) -> None:
-    """Release what one run opened: its index file (records gathered are written)."""
-    if ctx.index is not None:
-        ctx.index.close()
+            if ctx.index is not None:
+                ctx.index.close()  # the records gathered are written
 
 
 def _as_request(url: UrlLike) -> DownloadRequest:
