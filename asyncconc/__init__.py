@@ -27,13 +27,14 @@ from asyncconc._errors import (
     UsageError,
     WriteError,
 )
-from asyncconc._runner import run
 
 # Everything else is imported on first use (PEP 562): a worker process of
-# LoopPool imports ``asyncconc.pool`` without paying for aiohttp, and a
-# script that only needs the account does not load the downloader.
+# LoopPool imports ``asyncconc.pool`` without paying for aiohttp, a script
+# that only needs the account does not load the downloader, and
+# ``import asyncconc`` does not import asyncio (``run`` does, when called).
 if _typing.TYPE_CHECKING:
     from asyncconc._broken import BrokenPoolError, WorkerCrashedError
+    from asyncconc._runner import run
     from asyncconc.account import Account, UnsafeAccount
     from asyncconc.downloader import (
         Downloader,
@@ -82,6 +83,7 @@ _LAZY = {
     "PoolBackend": "asyncconc.pool",
     "partial_sum": "asyncconc.pool",
     "split_range": "asyncconc.pool",
+    "run": "asyncconc._runner",
 }
 
 

@@ -13,12 +13,17 @@ files are kept for a resume and reports are written. Both surface as
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
+
+# asyncio is imported where a loop is made, not here: the command line
+# imports this module for LOOP_NAMES, and a run that has nothing to do
+# (an empty URL list, --help, a usage error) never needs asyncio (~50 ms).
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["LoopName", "loop_factory", "resolve_loop", "run"]
 
@@ -55,6 +60,8 @@ def resolve_loop(loop: str = "auto") -> Literal["uvloop", "asyncio"]:
 
 def loop_factory(loop: str = "auto") -> Callable[[], asyncio.AbstractEventLoop]:
     """A zero-argument callable making a new loop of the resolved kind."""
+    import asyncio
+
     if resolve_loop(loop) == "uvloop":
         factory = _uvloop_factory()
         assert factory is not None
@@ -68,6 +75,8 @@ def run(main: Coroutine[Any, Any, T], *, loop: str = "auto", debug: bool | None 
     Raises :class:`KeyboardInterrupt` after SIGINT or SIGTERM, once ``main``
     has unwound.
     """
+    import asyncio
+
     try:
         factory = loop_factory(loop)
     except BaseException:

@@ -47,13 +47,15 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-# Modules that add sub-commands, in the order `--help` lists them.
-_COMMAND_MODULES = (
-    "asyncconc.downloader._cli",
-    "asyncconc.testing._cli",
-    "asyncconc._demo",
-    "asyncconc.pool._cli",
-)
+# The sub-commands and the modules that add them, in the order `--help`
+# lists them. A command line naming one of them builds only its parser:
+# ``download`` does not import the pool's or the server's modules.
+_COMMANDS = {
+    "download": "asyncconc.downloader._cli",
+    "serve": "asyncconc.testing._cli",
+    "demo": "asyncconc._demo",
+    "sum": "asyncconc.pool._cli",
+}
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -124,7 +126,13 @@ def add_loop_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None, *, only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``only`` the parser of that one sub-command.
+
+    ``only`` is for a command line that names its command first: the other
+    commands' modules are not imported (``--help`` and errors about the
+    command name itself need them all, and get them).
+    """
     from asyncconc import __version__
 
     parser = _Parser(
@@ -135,8 +143,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
-    for module_name in _COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    names = [only] if only in _COMMANDS else list(_COMMANDS)
+    for name in names:
+        importlib.import_module(_COMMANDS[name]).register(subparsers)
     parser.set_defaults(_commands=subparsers.choices)
     return parser
 
@@ -149,7 +158,8 @@ def _print_usage_error(parser: argparse.ArgumentParser, message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=words[0] if words else None)
     command: argparse.ArgumentParser = parser
     try:
         try:
