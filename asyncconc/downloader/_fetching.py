@@ -261,7 +261,7 @@ class _Job:
             self.note = None
         self.rel = await self.ctx.names.aclaim(wanted, first=first)
         self._target = None
-        if self.rel != wanted:
+        if self.rel is not wanted and self.rel != wanted:
             self.note = (
                 f"name collision: {wanted.as_posix()!r} is taken by another line, "
                 f"stored as {self.rel.as_posix()!r}"
@@ -557,15 +557,17 @@ class _Job:
 
         if not self.name_fixed:
             self.name_fixed = True
-            wanted = PurePosixPath(
-                choose_name(
-                    url, response.headers.get("Content-Disposition"), limit=self.ctx.name_limit
-                )
-            )
             assert self.rel is not None
             # The URL's own name was claimed already (and kept clear of other
-            # URLs' files); only a server-given name needs claiming now.
-            url_name = PurePosixPath(choose_name(url, None, limit=self.ctx.name_limit))
+            # URLs' files); only a server-given name needs claiming now, and
+            # without a Content-Disposition there is none (the usual case:
+            # no name is chosen twice).
+            disposition = response.headers.get("Content-Disposition")
+            limit = self.ctx.name_limit
+            wanted = url_name = self.rel
+            if disposition is not None:
+                wanted = PurePosixPath(choose_name(url, disposition, limit=limit))
+                url_name = PurePosixPath(choose_name(url, None, limit=limit))
             if wanted != url_name and wanted.name != self.rel.name:
                 await self._claim(wanted)
                 await self._avoid_other_urls_files(wanted)
