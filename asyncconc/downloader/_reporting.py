@@ -35,6 +35,7 @@ from asyncconc.downloader._models import (
     DownloadFinished,
     DownloadProgress,
     DownloadResult,
+    Status,
 )
 
 __all__ = [
@@ -103,13 +104,13 @@ class Tally:
             else:
                 self.failed += 1
 
-    def count(self, results: Iterable[DownloadResult]) -> None:
-        """Set the counts from the final results (one per line of the list)."""
+    def count(self, statuses: Iterable[Status]) -> None:
+        """Set the counts from the final statuses (one per line of the list)."""
         self.ok = self.skipped = self.failed = 0
-        for result in results:
-            if result.status == "ok":
+        for status in statuses:
+            if status == "ok":
                 self.ok += 1
-            elif result.status == "skipped":
+            elif status == "skipped":
                 self.skipped += 1
             else:
                 self.failed += 1

@@ -365,17 +365,18 @@ class _Claims:
     def take(self, shard: int, start: int, count: int) -> list[tuple[str, str]]:
         lines = self._lines[shard][start : start + count]
         if lines:
-            choices, claimed, claim = self._choices, self._claimed, self._names.claim
+            choices, claimed, claim = self._choices, self._claimed, self._names.claim_name
             while self._cursor <= lines[-1]:
                 wanted = choices[self._cursor]
                 if wanted is not None:
-                    claimed[self._cursor] = claim(PurePosixPath(wanted)).as_posix()
+                    claimed[self._cursor] = claim(wanted)
                 self._cursor += 1
         out = []
         for line in lines:
             wanted = self._choices[line]
             assert wanted is not None
             out.append((wanted, self._claimed.pop(line)))
+            self._choices[line] = None  # handed out: not needed again (~60 B a line)
         return out
 
 
@@ -461,7 +462,7 @@ class _Parent:
             await self.changed.wait()
 
     def _claim(self, path: str) -> str:
-        return self.names.claim(PurePosixPath(path)).as_posix()
+        return self.names.claim_name(path)
 
     def handle(self, frame: list[_Message]) -> tuple[int | None, list[_Message]]:
         """Act on one frame; (the shard it said hello for, the answers to send)."""
@@ -486,7 +487,7 @@ class _Parent:
             elif op == "claim":
                 answers.append(("name", message[1], self._claim(message[2])))
             elif op == "release":
-                self.names.release(PurePosixPath(message[1]))
+                self.names.release_name(message[1])
             elif op == "hello":
                 hello = message[1]
                 self.connected.add(message[1])
