@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncconc._errors import UsageError
+from asyncconc._malloc import tune_for_streaming
 from asyncconc._printable import printable
 from asyncconc._runner import run
 from asyncconc.downloader._models import (
@@ -312,6 +313,7 @@ def run_download(
     reporter: Reporter | None = None
 
     _fit_open_file_limit(options or {}, workers)
+    tune_for_streaming()  # this process is the command line's own
 
     async def main() -> None:
         nonlocal reporter, requests

@@ -396,7 +396,10 @@ async def download_shard(
     not change this one's names).
     """
     # Here, not at the top: the parent never needs aiohttp.
+    from asyncconc._malloc import tune_for_streaming
     from asyncconc.downloader._pipeline import Downloader, _as_request
+
+    tune_for_streaming()  # a worker process of the command line's own pool
 
     requests = [_as_request(r) for _, r in items]
     claiming = sum(r.problem is None for r in requests)

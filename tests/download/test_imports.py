@@ -83,3 +83,26 @@ def test_the_whole_command_line_still_knows_every_command() -> None:
     assert out.stdout.startswith("2 "), out.stdout + out.stderr
     for command in ("download", "serve", "demo", "sum"):
         assert repr(command) in out.stdout
+
+
+def test_only_the_command_line_tunes_the_allocator(tmp_path: Path) -> None:
+    # mallopt is process-wide: an embedding service's download() must leave
+    # the host's allocator alone, while the CLI (its own process) fixes the
+    # thresholds that made large bodies fault in fresh pages per batch.
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    code = (
+        "import asyncio, sys\n"
+        "import asyncconc\n"
+        "from asyncconc import _malloc\n"
+        f"asyncio.run(asyncconc.download([], {str(tmp_path / 'lib')!r}))\n"
+        "library = _malloc._tuned\n"
+        "from asyncconc.downloader._cli import run_download\n"
+        f"run_download([], __import__('pathlib').Path({str(tmp_path)!r}), quiet=True)\n"
+        "print(library, _malloc._tuned)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    expected = "False True" if sys.platform.startswith("linux") else "False False"
+    assert out.stdout.splitlines()[-1] == expected, out.stdout + out.stderr
