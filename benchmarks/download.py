@@ -730,6 +730,12 @@ def cmd_floor_w2(job: Job) -> list[str]:
     return [*cmd_floor(job), "--processes", "2"]
 
 
+def cmd_raw(job: Job) -> list[str]:
+    urls = _plain_list(job)
+    raw = str(Path(__file__).resolve().with_name("raw_client.py"))
+    return [job.python, raw, str(urls), str(job.dest), "-j", str(job.jobs)]
+
+
 def cmd_aria2c_x4(job: Job) -> list[str]:
     # Four connections per file (segmented), as a user would for one big file.
     cmd = cmd_aria2c(job)
@@ -784,6 +790,9 @@ TOOLS = {
     # The floor over two processes, the list split in halves, no coordination:
     # how much any two-process downloader can gain on this machine.
     "floor-w2": Tool("floor-w2", cmd_floor_w2, "python:aiohttp", True),
+    # No aiohttp: one preallocated buffer per connection, os.write from it
+    # (benchmarks/raw_client.py); what a lower-level receive path could reach.
+    "raw": Tool("raw", cmd_raw, "python:uvloop", True),
     "aria2c": Tool("aria2c", cmd_aria2c, "aria2c", True),
     "aria2c-x4": Tool("aria2c-x4", cmd_aria2c_x4, "aria2c", True, _BIG),
     "curl": Tool("curl", cmd_curl, "curl", True),
