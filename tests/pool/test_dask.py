@@ -57,8 +57,11 @@ dask = pytest.importorskip("dask")
 from asyncconc.pool._dask_connect import CPU_RESOURCE, QUIET_CONFIG  # noqa: E402
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
+    # Module-scoped: its scheduler runs in threads of this process, and left
+    # running for the rest of the session it was CPU in other tests' figures
+    # (tests/test_gui.py's idle window failed under load).
     # allowed-failures 0 as a pool-owned cluster has, so that a worker death
     # reaches the pool at once; dashboard on 127.0.0.1:0 (None would bind 8787).
     with (
