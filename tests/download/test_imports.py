@@ -26,6 +26,19 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a fresh interpreter (what it imports is its own)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+
+
+def _empty_list(folder: Path) -> Path:
+    empty = folder / "empty.txt"
+    empty.write_text("")
+    return empty
+
+
 def test_downloader_modules_import_each_other_without_a_cycle() -> None:
     graph = {p.stem: _imports(p) for p in PACKAGE.glob("_*.py")}
     state: dict[str, str] = {}
@@ -49,8 +62,7 @@ def test_download_of_an_empty_list_loads_neither_aiohttp_nor_asyncio(tmp_path: P
     # aiohttp's import is ~0.1 s of the start-up and asyncio's ~0.05 s; a run
     # with nothing to fetch must pay neither, nor build the parsers of the
     # other commands (issue target: <= 0.15 s for an empty list).
-    empty = tmp_path / "empty.txt"
-    empty.write_text("")
+    empty = _empty_list(tmp_path)
     code = (
         "import sys\n"
         "from asyncconc.cli import main\n"
@@ -59,9 +71,7 @@ def test_download_of_an_empty_list_loads_neither_aiohttp_nor_asyncio(tmp_path: P
         "         'asyncio', 'asyncconc.pool._cli', 'asyncconc.testing._cli', 'asyncconc._demo')\n"
         "print(rc, sorted(m for m in heavy if m in sys.modules))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    out = _python(code)
     assert out.stdout.splitlines()[-1] == "0 []", out.stdout + out.stderr
     assert f"no URLs in {empty}" in out.stdout  # issue 7: said so instead of a 0-file summary
 
@@ -77,9 +87,7 @@ def test_the_whole_command_line_still_knows_every_command() -> None:
         "    rc = main(['nosuch'])\n"
         "print(rc, err.getvalue())\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    out = _python(code)
     assert out.stdout.startswith("2 "), out.stdout + out.stderr
     for command in ("download", "serve", "demo", "sum"):
         assert repr(command) in out.stdout
@@ -89,8 +97,6 @@ def test_only_the_command_line_tunes_the_allocator(tmp_path: Path) -> None:
     # mallopt is process-wide: an embedding service's download() must leave
     # the host's allocator alone, while the CLI (its own process) fixes the
     # thresholds that made large bodies fault in fresh pages per batch.
-    empty = tmp_path / "empty.txt"
-    empty.write_text("")
     code = (
         "import asyncio, sys\n"
         "import asyncconc\n"
@@ -101,8 +107,6 @@ def test_only_the_command_line_tunes_the_allocator(tmp_path: Path) -> None:
         f"run_download([], __import__('pathlib').Path({str(tmp_path)!r}), quiet=True)\n"
         "print(library, _malloc._tuned)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    out = _python(code)
     expected = "False True" if sys.platform.startswith("linux") else "False False"
     assert out.stdout.splitlines()[-1] == expected, out.stdout + out.stderr
