@@ -511,6 +511,10 @@ class _Parent:
     jobs: dict[tuple[int, int], int] = field(default_factory=dict)
     outbox: dict[int, list[_Message]] = field(default_factory=dict)
     turn: int = 0
+    # Jobs no other worker can take yet: held until one says hello (a worker
+    # still starting) or none can come any more (give_up_waiting).
+    waiting: list[tuple[int, int, Any]] = field(default_factory=list)
+    expected: int = 0  # workers of the run
     stopping: bool = False  # stop_all was sent: a worker saying hello now gets it too
     # Lines each shard has not finished (filled in by run_sharded).
     unfinished: list[int] = field(default_factory=list)
@@ -571,14 +575,16 @@ class _Parent:
         if op == "seg":  # from an owner: a job for the next other live worker
             _, job, spec = message
             others = sorted(k for k in self.writers if k != sender and k not in self.closed)
-            if not others:
+            if others:
+                helper = others[self.turn % len(others)]
+                self.turn += 1
+                self._assign(helper, sender, job, spec)
+            elif len(self.connected) < self.expected:
+                self.waiting.append((sender, job, spec))  # a worker still starting
+            else:
                 answers.append(("seg-end", job, None, ("retry", "no other worker process")))
-                return
-            helper = others[self.turn % len(others)]
-            self.turn += 1
-            self.jobs[sender, job] = helper
-            self.outbox.setdefault(helper, []).append(("seg", sender, job, spec))
         elif op == "seg-cancel":  # from an owner
+            self.waiting = [w for w in self.waiting if w[:2] != (sender, message[1])]
             helper_of = self.jobs.pop((sender, message[1]), None)
             if helper_of is not None:
                 self.outbox.setdefault(helper_of, []).append(("seg-cancel", sender, message[1]))
@@ -588,9 +594,29 @@ class _Parent:
                 self.jobs.pop((owner, job), None)
             self.outbox.setdefault(owner, []).append((op, job, *message[3:]))
 
+    def _assign(self, helper: int, owner: int, job: int, spec: Any) -> None:
+        self.jobs[owner, job] = helper
+        self.outbox.setdefault(helper, []).append(("seg", owner, job, spec))
+
+    def _hello(self, shard: int) -> None:
+        """A worker is ready: it takes the jobs that waited for another worker."""
+        waiting, self.waiting = self.waiting, []
+        for owner, job, spec in waiting:  # (an owner said hello before it asked)
+            if owner in self.writers:  # else its owner is gone
+                self._assign(shard, owner, job, spec)
+
+    def give_up_waiting(self) -> None:
+        """No other worker will come: the owners fill the waiting jobs themselves."""
+        waiting, self.waiting = self.waiting, []
+        for owner, job, _ in waiting:
+            refused = ("seg-end", job, None, ("retry", "no other worker process"))
+            self.outbox.setdefault(owner, []).append(refused)
+        self._send_outbox()
+
     def _lost_worker(self, shard: int) -> None:
         """A worker hung up: its helpers stop, its owners do its segments themselves."""
         self.writers.pop(shard, None)
+        self.waiting = [w for w in self.waiting if w[0] != shard]
         for (owner, job), helper in list(self.jobs.items()):
             if helper == shard:
                 del self.jobs[owner, job]
@@ -625,6 +651,7 @@ class _Parent:
                     self.writers[shard] = writer
                     if self.stopping:
                         writer.write(_frame([("stop",)]))
+                    self._hello(shard)
                 if answers:
                     writer.write(_frame(answers))
                 if self.outbox:
@@ -672,6 +699,7 @@ async def run_sharded(
     parent.unfinished = [len(shard) for shard in shards]
     parent.shard_of = {index: k for k, shard in enumerate(shards) for index, _ in shard}
     processes = len(shards) if spreading else 1
+    parent.expected = len(shards)
     reported = bytearray(len(requests))  # 1 per line: a set cost ~60 B a line
     index_bytes = _index_size(dest)
     with tempfile.TemporaryDirectory(prefix="asyncconc-") as tmp:
@@ -710,6 +738,10 @@ async def run_sharded(
                         index, result = parent.results.popleft()
                         reported[index] = 1
                         yield index, result
+                    if parent.waiting and all(
+                        task.done() for task, k in tasks.items() if k not in parent.connected
+                    ):
+                        parent.give_up_waiting()  # the workers that never came will not
                     if not stopped and all(
                         parent.unfinished[k] <= 0 or gone(task, k) for task, k in tasks.items()
                     ):
