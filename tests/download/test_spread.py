@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import signal
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from asyncconc.downloader._segmented import plan_segments
 from asyncconc.testing import FileServer, pattern_bytes
@@ -170,29 +172,42 @@ def _split3(tmp_path: Path, url: str, out: Path) -> list[str | Path]:
     return ["download", _urls(tmp_path, url), "-o", out, "--workers", "2", "--split", "3", "-q"]
 
 
-async def _killed_owner_run(server: FileServer, tmp_path: Path, url: str) -> Path:
-    """A --workers 2 --split 3 run whose owning worker is SIGKILLed mid-file."""
+async def _stopped_run(server: FileServer, tmp_path: Path, url: str, victim: str) -> Path:
+    """A --workers 2 --split 3 run stopped mid-file.
+
+    ``victim``: "owner" (the worker owning the URL is SIGKILLed), "parent"
+    (the CLI process is SIGKILLed) or "ctrl-c" (SIGINT to the CLI process).
+    """
     out = tmp_path / "out"
     proc = await start_cli(*_split3(tmp_path, url, out))
     owner, _ = await _owner_and_helper(server, proc)
     # Until the sidecar records progress in every segment, the helper's too.
     await _wait_until(lambda: [d > 0 for _, _, d in _segments(out, "big.bin")] == [True] * 3)
     workers = _descendants() - {proc.pid}
-    psutil.Process(owner).kill()
+    if victim == "owner":
+        psutil.Process(owner).kill()
+    elif victim == "parent":
+        proc.kill()
+    else:
+        proc.send_signal(signal.SIGINT)
     stdout, err = await _stop(proc)
-    assert proc.returncode == 1, err.decode()
-    assert "worker" in stdout.decode()  # the line failed, and says why
+    expected_code = {"owner": 1, "parent": -signal.SIGKILL, "ctrl-c": 130}[victim]
+    assert proc.returncode == expected_code, err.decode()
+    if victim == "owner":
+        assert "worker" in stdout.decode()  # the line failed, and says why
+    # No worker outlives the run, helpers included.
     await _wait_until(lambda: not any(_alive(pid) for pid in workers), timeout=10)
     assert not (out / "big.bin").exists()
     return out
 
 
-async def test_a_killed_owner_worker_leaves_segments_a_rerun_resumes(
-    server: FileServer, tmp_path: Path
+@pytest.mark.parametrize("victim", ["owner", "parent", "ctrl-c"])
+async def test_a_split_file_stopped_mid_way_is_resumed_per_segment_by_the_next_run(
+    server: FileServer, tmp_path: Path, victim: str
 ) -> None:
     info = server.add_generated("big.bin", 12 * MIB, seed=3)
     url = server.url("big.bin", drip=0.015, drip_size=64 << 10)
-    out = await _killed_owner_run(server, tmp_path, url)
+    out = await _stopped_run(server, tmp_path, url, victim)
     saved = _segments(out, "big.bin")
     assert all(0 < d < b - a for a, b, d in saved)
     data = (out / "big.bin.part").read_bytes()
@@ -215,7 +230,7 @@ async def test_a_file_changed_between_runs_is_fetched_again_not_stitched(
 ) -> None:
     old = server.add_generated("big.bin", 12 * MIB, seed=1)
     url = server.url("big.bin", drip=0.015, drip_size=64 << 10)
-    out = await _killed_owner_run(server, tmp_path, url)
+    out = await _stopped_run(server, tmp_path, url, "owner")
     new = server.add_generated("big.bin", 12 * MIB, seed=2)  # new content, new ETag
     assert new.sha256 != old.sha256
     before = len(server.requests_for("big.bin"))
