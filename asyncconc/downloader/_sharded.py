@@ -601,8 +601,10 @@ class _Parent:
     def _hello(self, shard: int) -> None:
         """A worker is ready: it takes the jobs that waited for another worker."""
         waiting, self.waiting = self.waiting, []
-        for owner, job, spec in waiting:  # (an owner said hello before it asked)
-            if owner in self.writers:  # else its owner is gone
+        for owner, job, spec in waiting:
+            if owner == shard:  # its own hello came in the frame that asked
+                self.waiting.append((owner, job, spec))
+            elif owner in self.writers:  # else its owner is gone
                 self._assign(shard, owner, job, spec)
 
     def give_up_waiting(self) -> None:

@@ -190,7 +190,9 @@ class SegmentHelper:
         outcome: Outcome | None = None
         try:
             try:
-                state.fd = await asyncio.to_thread(_open_same, spec)
+                # On the loop (one open and fstat of an existing file): from a
+                # thread, a cancel in between would leak the descriptor.
+                state.fd = _open_same(spec)
                 await _fill(state, segment, None)
             except SegmentRestart as exc:
                 outcome = ("restart" if exc.split_off else "changed", str(exc))

@@ -20,7 +20,10 @@ from typing import Any
 import psutil
 import pytest
 
+from asyncconc.downloader._models import DownloadRequest
+from asyncconc.downloader._naming import NameAllocator
 from asyncconc.downloader._segmented import plan_segments
+from asyncconc.downloader._sharded import _Claims, _frame, _Parent, _read_frame
 from asyncconc.testing import FileServer, pattern_bytes
 from tests.conftest import files_under, run_cli_process, start_cli
 
@@ -256,3 +259,38 @@ async def test_without_byte_ranges_a_split_file_takes_one_connection_with_worker
     assert _sha(out / "small.bin") == small.sha256
     assert _ranges(server, "big.bin") == [None]
     assert files_under(out) == {"big.bin", "small.bin"}
+
+
+async def test_the_parent_holds_a_segment_until_a_helper_says_hello_and_returns_a_lost_one(
+    tmp_path: Path,
+) -> None:
+    # The parent's side over a real socket: two workers expected, the owner asks
+    # for a helper before the other one has connected.
+    requests = [DownloadRequest.from_url("http://h/big.bin")]
+    allocator = NameAllocator()
+    shards: list[list[tuple[int, DownloadRequest]]] = [list(enumerate(requests)), []]
+    parent = _Parent(
+        lambda event: None, _Claims(allocator, ["big.bin"], shards), allocator, ["http://h/big.bin"]
+    )
+    parent.expected = 2
+    address = str(tmp_path / "s.sock")
+    server = await asyncio.start_unix_server(parent.serve, address)
+    async with server:
+        owner_r, owner_w = await asyncio.open_unix_connection(address)
+        owner_w.write(_frame([("hello", 0), ("seg", 1, {"segment": (0, 10, 0)})]))
+        await _wait_until(lambda: parent.waiting)
+        helper_r, helper_w = await asyncio.open_unix_connection(address)
+        helper_w.write(_frame([("hello", 1)]))
+        assert await _read_frame(helper_r) == [("seg", 0, 1, {"segment": (0, 10, 0)})]
+        helper_w.write(_frame([("seg-done", 0, 1, 4)]))
+        assert await _read_frame(owner_r) == [("seg-done", 1, 4)]
+        helper_w.close()  # the helper dies: its job comes back to the owner
+        assert await _read_frame(owner_r) == [
+            ("seg-end", 1, None, ("retry", "the helper process stopped"))
+        ]
+        # No other worker left and none to come: a new job is refused at once.
+        owner_w.write(_frame([("seg", 2, {"segment": (10, 20, 0)})]))
+        assert await _read_frame(owner_r) == [
+            ("seg-end", 2, None, ("retry", "no other worker process"))
+        ]
+        owner_w.close()
