@@ -36,7 +36,10 @@ How today's guarantees hold:
   whose shard is done stays (serving segments) until the parent sends
   ``("stop",)``, which it does once every shard has all its results or has
   lost its worker. With ``--split`` every one of the W workers is started,
-  also when the list has fewer lines than workers.
+  also when the list has fewer lines than workers. A job asked for before
+  any other worker said hello waits for the first one that does; when no
+  other worker can come any more (all gone, or never started), it is handed
+  back and the owner fills it.
 
 A file that cannot be split (no byte ranges, too small) never gets here; a
 one-process ``--split`` never sets :data:`~._segmented.SEGMENT_HELPERS`.
