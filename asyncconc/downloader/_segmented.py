@@ -577,7 +577,11 @@ async def _receive(state: _State, segment: _Segment, response: aiohttp.ClientRes
     left = segment.end - segment.next_offset
     loop = asyncio.get_running_loop()
     try:
-        async for chunk in response.content.iter_any():
+        # iter_chunks, not iter_any: each piece as received (iter_any joins
+        # what is buffered into a new bytes, a copy of every byte).
+        async for chunk, _ in response.content.iter_chunks():
+            if not chunk:
+                continue  # the end of a chunk of a chunked body
             if len(chunk) > left:
                 chunk = chunk[:left]
             if not segment.chunks and segment.timer is None:
