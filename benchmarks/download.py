@@ -1368,7 +1368,8 @@ def parse_args(argv: Sequence[str] | None) -> Namespace:
         default=[],
         metavar="LABEL=DIR",
         help="also run asyncconc imported from DIR/asyncconc (a patched copy) as "
-        "'asyncconc[LABEL]'; a LABEL ending in -w2 runs it with --workers 2; repeatable",
+        "'asyncconc[LABEL]'; a LABEL ending in -w2 runs it with --workers 2, one "
+        "holding split4 with --split 4; repeatable",
     )
     parser.add_argument(
         "--baseline",
@@ -1383,7 +1384,8 @@ def parse_args(argv: Sequence[str] | None) -> Namespace:
         if not sep or not label or not (Path(source) / "asyncconc" / "__init__.py").is_file():
             parser.error(f"--variant {spec!r}: expected LABEL=DIR with DIR/asyncconc/__init__.py")
         name = f"asyncconc[{label}]"
-        extra = ["--workers", "2"] if label.endswith("-w2") else []
+        extra = ["--split", "4"] if "split4" in label else []
+        extra += ["--workers", "2"] if label.endswith("-w2") else []
         TOOLS[name] = Tool(name, cmd_asyncconc("auto", source, extra), f"asyncconc@{source}", False)
         args.tools.append(name)
     for s in args.sets:

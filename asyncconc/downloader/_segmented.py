@@ -39,6 +39,14 @@ Falls back to the one-connection path (returns ``None``) when the server
 does not announce byte ranges, the length is unknown or small, or the
 answer came from another origin after a redirect.
 
+Spread over processes: when the download runs inside a ``--workers`` worker,
+:data:`SEGMENT_HELPERS` holds the worker's :class:`SegmentHelpers` and every
+segment whose index is not a multiple of ``processes`` is filled by another
+worker process (see :mod:`asyncconc.downloader._spread`); this process keeps
+the sidecar and counts a delegated segment's bytes only when the helper says
+they are written. A helper that fails or dies hands the segment back: it is
+redone here from what was reported.
+
 This module does not import the fetching code (which calls it): failures
 come back as :class:`SegmentRetry` (transient: the caller retries, and the
 retry resumes) or :class:`SegmentRestart` (start the file again).
@@ -48,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import itertools
 import json
@@ -57,7 +66,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -68,6 +77,8 @@ from asyncconc.downloader._writing import FLUSH_AGE, FLUSH_BYTES, meta_path, par
 
 __all__ = [
     "MIN_SEGMENT",
+    "SEGMENT_HELPERS",
+    "SegmentHelpers",
     "SegmentRestart",
     "SegmentRetry",
     "SegmentedFetch",
@@ -96,6 +107,36 @@ class SegmentRestart(Exception):
     def __init__(self, message: str, *, split_off: bool) -> None:
         super().__init__(message)
         self.split_off = split_off
+
+
+# What a helper process reports when it hands a segment back: a kind
+# ("restart", "changed", "write", "retry") and the reason in words.
+Outcome = tuple[str, str]
+
+
+class SegmentHelpers(Protocol):
+    """Other processes that can fill segments of this process's files."""
+
+    @property
+    def processes(self) -> int:
+        """How many processes share the segments, this one included."""
+        ...
+
+    async def fill(self, spec: dict[str, Any], on_done: Callable[[int], None]) -> Outcome | None:
+        """Have another process fill the segment ``spec`` describes.
+
+        ``on_done(n)``: ``n`` bytes from the segment's start are now on disk.
+        ``None``: the segment is complete; else why it was handed back.
+        Cancelling stops the helper (it may still finish a write in flight).
+        """
+        ...
+
+
+# Set by a --workers worker for the downloads it runs (a context variable, so
+# that the per-file fetching code passes nothing along); None in one process.
+SEGMENT_HELPERS: contextvars.ContextVar[SegmentHelpers | None] = contextvars.ContextVar(
+    "SEGMENT_HELPERS", default=None
+)
 
 
 @dataclass(slots=True)
@@ -156,6 +197,8 @@ class _State:
     segments: list[_Segment]
     fd: int | None = None
     saved_at: float = 0.0
+    # A helper's state: called after each write instead of saving the sidecar.
+    report: Callable[[_Segment], None] | None = None
 
     @property
     def part(self) -> Path:
@@ -328,14 +371,19 @@ async def resume_segmented(
 async def _run(state: _State, first: aiohttp.ClientResponse | None) -> tuple[int, str | None]:
     """Fill every unfinished segment at once; commit when all are complete."""
     committed = False
+    helpers = SEGMENT_HELPERS.get()
+    spread = helpers.processes if helpers is not None else 1
     try:
         try:
             async with asyncio.TaskGroup() as group:
                 for index, segment in enumerate(state.segments):
                     if segment.complete:
                         continue
-                    source = first if index == 0 else None
-                    group.create_task(_fill(state, segment, source))
+                    if helpers is not None and index % spread:
+                        group.create_task(_delegated(state, segment, helpers))
+                    else:
+                        source = first if index == 0 else None
+                        group.create_task(_fill(state, segment, source))
         except BaseExceptionGroup as group_error:
             # One reason is enough; prefer a restart, then a hard error.
             errors = group_error.exceptions
@@ -426,6 +474,48 @@ async def _fill(state: _State, segment: _Segment, response: aiohttp.ClientRespon
                 response.close()  # the first answer goes on with the whole file: stop it
 
 
+def helper_spec(state: _State, segment: _Segment) -> dict[str, Any]:
+    """What a helper process needs to fill ``segment`` (plain values: it is pickled)."""
+    fetch = state.fetch
+    assert state.fd is not None
+    info = os.fstat(state.fd)
+    return {
+        "url": state.url,
+        "origin": fetch.url,
+        "part": os.path.abspath(state.part),
+        # The .part's identity: a helper writes only into this very file.
+        "inode": (info.st_dev, info.st_ino),
+        "headers": dict(fetch.headers),
+        "timeout": fetch.timeout,
+        "total": state.total,
+        "etag": state.etag,
+        "last_modified": state.last_modified,
+        "segment": (segment.start, segment.end, segment.done),
+    }
+
+
+async def _delegated(state: _State, segment: _Segment, helpers: SegmentHelpers) -> None:
+    """Have another process fill ``segment``; redo here what it hands back undone."""
+    fetch = state.fetch
+
+    def on_done(done: int) -> None:
+        done = min(done, segment.end - segment.start)
+        if done > segment.done:  # written by the helper: now it may be recorded
+            fetch.emit(DownloadProgress(fetch.url, done - segment.done))
+            segment.done = done
+            _save_if_due(state)
+
+    outcome = await helpers.fill(helper_spec(state, segment), on_done)
+    if outcome is None and segment.complete:
+        return
+    kind, message = outcome or ("retry", "ended early")
+    if kind in ("restart", "changed"):
+        raise SegmentRestart(message, split_off=kind == "restart")
+    if kind == "write":
+        raise WriteError(message, url=fetch.url)
+    await _fill(state, segment, None)  # a helper that failed or died: this process does it
+
+
 async def _request_range(state: _State, segment: _Segment) -> aiohttp.ClientResponse:
     fetch = state.fetch
     first = segment.start + segment.done
@@ -487,7 +577,11 @@ async def _receive(state: _State, segment: _Segment, response: aiohttp.ClientRes
     left = segment.end - segment.next_offset
     loop = asyncio.get_running_loop()
     try:
-        async for chunk in response.content.iter_any():
+        # iter_chunks, not iter_any: each piece as received (iter_any joins
+        # what is buffered into a new bytes, a copy of every byte).
+        async for chunk, _ in response.content.iter_chunks():
+            if not chunk:
+                continue  # the end of a chunk of a chunked body
             if len(chunk) > left:
                 chunk = chunk[:left]
             if not segment.chunks and segment.timer is None:
@@ -576,6 +670,16 @@ def _submit(state: _State, segment: _Segment) -> None:
 def _written(state: _State, future: asyncio.Future[None]) -> None:
     """On the loop, after a write: record progress in the sidecar when it is due."""
     if future.cancelled() or future.exception() is not None or state.fd is None:
+        return
+    _save_if_due(state)
+
+
+def _save_if_due(state: _State) -> None:
+    if state.report is not None:
+        for s in state.segments:
+            if s.done != s.saved:
+                s.saved = s.done
+                state.report(s)
         return
     if (
         any(s.done - s.saved >= SAVE_EVERY for s in state.segments)

@@ -18,6 +18,10 @@ How the guarantees of a single-process run are kept:
   start in list order.
 * **.part, resume, retries, exit codes**: each worker runs the ordinary
   :class:`Downloader`; nothing about a single URL changes.
+* **One file, many processes** (``--split``): the segments of a split file
+  are spread over the workers; the parent passes segment messages between
+  the owner of the file and its helpers, and tells every worker to stop once
+  all shards are done (see :mod:`asyncconc.downloader._spread`).
 * **Ctrl-C / cancellation**: the pool's workers are stopped with the run;
   what each had written stays in its ``.part`` file (with the validator
   sidecar, so a later run resumes). A worker that dies fails only the URLs
@@ -51,8 +55,10 @@ all the workers; measured, its per-message work was what made
 Frames from a worker hold ``("hello", shard)``, ``("claims", shard, start,
 count)``, ``("claim", id, wanted)``, ``("release", path)``,
 ``("started", url, path, total, resumed_from)``, ``("progress", url,
-nbytes)`` and ``("finished", index, result fields but the URL)``; the parent answers
-``("names", start, [(guessed, name), ...])`` and ``("name", id, name)``.
+nbytes)``, ``("finished", index, result fields but the URL)`` and the segment
+messages of :mod:`._spread`; the parent answers ``("names", start,
+[(guessed, name), ...])``, ``("name", id, name)`` and ``("stop",)``, and
+passes segment messages on.
 Pickle is safe here: the socket lives in a private temporary folder of this
 user, between processes of one run.
 """
@@ -100,7 +106,11 @@ _BACKLOG = 1 << 20
 _LENGTH = struct.Struct("<I")
 # Imported once in the pool's fork server, shared by the workers it forks
 # (each imported its own: ~11 MB of aiohttp and the downloader apiece).
-_WORKER_MODULES = ("asyncconc.downloader._pipeline", "asyncconc.downloader._sharded")
+_WORKER_MODULES = (
+    "asyncconc.downloader._pipeline",
+    "asyncconc.downloader._sharded",
+    "asyncconc.downloader._spread",
+)
 # A result crosses as its fields but the URL (the parent has it: the line's).
 _RESULT_FIELDS = tuple(f.name for f in fields(DownloadResult))
 assert _RESULT_FIELDS[0] == "url"
@@ -241,6 +251,9 @@ class _Names:
         self._pending: dict[int, asyncio.Future[str]] = {}
         self._next = 0
         self._lost = False
+        # Messages that are not about names (segments, stop); called when lost.
+        self.other: Callable[[_Message], None] = lambda message: None
+        self.on_lost: Callable[[], None] = lambda: None
 
     def ask_ahead(self) -> None:
         """Ask for the next batch when few names are left in hand."""
@@ -295,10 +308,12 @@ class _Names:
         if message[0] == "names":
             self._names.extend(message[2])
             self._pulse()
-        else:
+        elif message[0] == "name":
             future = self._pending.get(message[1])
             if future is not None and not future.done():
                 future.set_result(message[2])
+        else:
+            self.other(message)
 
     async def read_answers(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -311,6 +326,7 @@ class _Names:
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(ConnectionError("lost the parent process"))
+            self.on_lost()
 
 
 def first_choices(
@@ -387,17 +403,22 @@ async def download_shard(
     items: list[_Item],
     options: dict[str, Any],
     index_bytes: int | None = None,
+    processes: int = 1,
 ) -> int:
     """Worker side: download ``items`` and report everything to the parent.
 
     Runs on the worker's own event loop (a coroutine function task of the
     pool). Returns how many results were sent. ``index_bytes``: the size of
     the folder's index when the run began (records other workers add must
-    not change this one's names).
+    not change this one's names). ``processes`` > 1 with a ``split``
+    option: segments are spread over the workers (:mod:`._spread`), and this
+    one serves the others' segments until the parent says stop.
     """
     # Here, not at the top: the parent never needs aiohttp.
     from asyncconc._malloc import tune_for_streaming
     from asyncconc.downloader._pipeline import Downloader, _as_request
+    from asyncconc.downloader._segmented import SEGMENT_HELPERS
+    from asyncconc.downloader._spread import Delegations, SegmentHelper
 
     tune_for_streaming()  # a worker process of the command line's own pool
 
@@ -406,9 +427,31 @@ async def download_shard(
     reader, writer = await asyncio.open_unix_connection(address)
     link = _Link(writer)
     names = _Names(link, shard, claiming, int(options.get("concurrency", 16)))
+    spreading = processes > 1 and int(options.get("split", 1)) > 1
+    delegations = Delegations(link.send, processes)
+    helper = SegmentHelper(link.send)
+    stop = asyncio.Event()
+
+    def other(message: _Message) -> None:
+        op = message[0]
+        if op == "seg":
+            helper.start(*message[1:])
+        elif op == "seg-cancel":
+            helper.cancel(*message[1:])
+        elif op in ("seg-done", "seg-end"):
+            delegations.answer(message)
+        elif op == "stop":
+            stop.set()
+
+    def lost() -> None:
+        delegations.lost()
+        stop.set()
+
+    names.other, names.on_lost = other, lost
     answers = asyncio.create_task(names.read_answers(reader))
     link.send(("hello", shard))
     names.ask_ahead()
+    token = SEGMENT_HELPERS.set(delegations if spreading else None)
 
     def on_event(event: DownloadEvent) -> None:
         if type(event) is DownloadProgress:
@@ -436,8 +479,17 @@ async def download_shard(
                 if link.backlogged:
                     link.flush()
                     await writer.drain()
+        if spreading:  # the others' segments may still need this process
+            link.flush()
+            await stop.wait()
         return sent
     finally:
+        SEGMENT_HELPERS.reset(token)
+        # Each segment task writes what it received, synchronously, when
+        # cancelled; the wait is for that and its last message.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_GRACE):
+                await helper.aclose()
         answers.cancel()
         link.close()
         with contextlib.suppress(Exception):
@@ -457,6 +509,20 @@ class _Parent:
     connected: set[int] = field(default_factory=set)
     closed: set[int] = field(default_factory=set)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Segments spread over the workers (see _spread): each worker's socket,
+    # who fills which job ((owner, job) -> helper), messages to pass on.
+    writers: dict[int, asyncio.StreamWriter] = field(default_factory=dict)
+    jobs: dict[tuple[int, int], int] = field(default_factory=dict)
+    outbox: dict[int, list[_Message]] = field(default_factory=dict)
+    turn: int = 0
+    # Jobs no other worker can take yet: held until one says hello (a worker
+    # still starting) or none can come any more (give_up_waiting).
+    waiting: list[tuple[int, int, Any]] = field(default_factory=list)
+    expected: int = 0  # workers of the run
+    stopping: bool = False  # stop_all was sent: a worker saying hello now gets it too
+    # Lines each shard has not finished (filled in by run_sharded).
+    unfinished: list[int] = field(default_factory=list)
+    shard_of: dict[int, int] = field(default_factory=dict)
 
     async def wait_all_closed(self) -> None:
         """Until every worker that connected has hung up."""
@@ -467,8 +533,13 @@ class _Parent:
     def _claim(self, path: str) -> str:
         return self.names.claim_name(path)
 
-    def handle(self, frame: list[_Message]) -> tuple[int | None, list[_Message]]:
-        """Act on one frame; (the shard it said hello for, the answers to send)."""
+    def handle(
+        self, frame: list[_Message], sender: int | None = None
+    ) -> tuple[int | None, list[_Message]]:
+        """Act on one frame; (the shard it said hello for, the answers to send).
+
+        Messages for other workers go to :attr:`outbox`.
+        """
         on_event = self.on_event
         answers: list[_Message] = []
         hello = None
@@ -480,6 +551,12 @@ class _Parent:
                 result = DownloadResult(self.urls[index], *values)
                 on_event(DownloadFinished(result))
                 self.results.append((index, result))
+                shard = self.shard_of.pop(index, None)
+                if shard is not None:
+                    self.unfinished[shard] -= 1
+            elif op.startswith("seg"):
+                assert sender is not None
+                self._segment(sender, message, answers)
             elif op == "started":
                 on_event(DownloadStarted(*message[1:]))
             elif op == "progress":
@@ -492,19 +569,99 @@ class _Parent:
             elif op == "release":
                 self.names.release_name(message[1])
             elif op == "hello":
-                hello = message[1]
+                hello = sender = message[1]
                 self.connected.add(message[1])
         return hello, answers
+
+    def _segment(self, sender: int, message: _Message, answers: list[_Message]) -> None:
+        """Pass a segment message between an owner and a helper."""
+        op = message[0]
+        if op == "seg":  # from an owner: a job for the next other live worker
+            _, job, spec = message
+            others = sorted(k for k in self.writers if k != sender and k not in self.closed)
+            if others:
+                helper = others[self.turn % len(others)]
+                self.turn += 1
+                self._assign(helper, sender, job, spec)
+            elif len(self.connected) < self.expected:
+                self.waiting.append((sender, job, spec))  # a worker still starting
+            else:
+                answers.append(("seg-end", job, None, ("retry", "no other worker process")))
+        elif op == "seg-cancel":  # from an owner
+            self.waiting = [w for w in self.waiting if w[:2] != (sender, message[1])]
+            helper_of = self.jobs.pop((sender, message[1]), None)
+            if helper_of is not None:
+                self.outbox.setdefault(helper_of, []).append(("seg-cancel", sender, message[1]))
+        else:  # seg-done / seg-end from a helper: to the owner
+            owner, job = message[1], message[2]
+            if op == "seg-end":
+                self.jobs.pop((owner, job), None)
+            self.outbox.setdefault(owner, []).append((op, job, *message[3:]))
+
+    def _assign(self, helper: int, owner: int, job: int, spec: Any) -> None:
+        self.jobs[owner, job] = helper
+        self.outbox.setdefault(helper, []).append(("seg", owner, job, spec))
+
+    def _hello(self, shard: int) -> None:
+        """A worker is ready: it takes the jobs that waited for another worker."""
+        waiting, self.waiting = self.waiting, []
+        for owner, job, spec in waiting:
+            if owner == shard:  # its own hello came in the frame that asked
+                self.waiting.append((owner, job, spec))
+            elif owner in self.writers:  # else its owner is gone
+                self._assign(shard, owner, job, spec)
+
+    def give_up_waiting(self) -> None:
+        """No other worker will come: the owners fill the waiting jobs themselves."""
+        waiting, self.waiting = self.waiting, []
+        for owner, job, _ in waiting:
+            refused = ("seg-end", job, None, ("retry", "no other worker process"))
+            self.outbox.setdefault(owner, []).append(refused)
+        self._send_outbox()
+
+    def _lost_worker(self, shard: int) -> None:
+        """A worker hung up: its helpers stop, its owners do its segments themselves."""
+        self.writers.pop(shard, None)
+        self.waiting = [w for w in self.waiting if w[0] != shard]
+        for (owner, job), helper in list(self.jobs.items()):
+            if helper == shard:
+                del self.jobs[owner, job]
+                lost = ("retry", "the helper process stopped")
+                self.outbox.setdefault(owner, []).append(("seg-end", job, None, lost))
+            elif owner == shard:
+                del self.jobs[owner, job]
+                self.outbox.setdefault(helper, []).append(("seg-cancel", owner, job))
+        self._send_outbox()
+
+    def _send_outbox(self) -> None:
+        outbox, self.outbox = self.outbox, {}
+        for shard, messages in outbox.items():
+            writer = self.writers.get(shard)
+            if writer is not None and not writer.is_closing():
+                writer.write(_frame(messages))
+
+    def stop_all(self) -> None:
+        """Every shard is done: the workers that wait to help may go."""
+        self.stopping = True
+        for writer in self.writers.values():
+            if not writer.is_closing():
+                writer.write(_frame([("stop",)]))
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         shard: int | None = None
         try:
             while (frame := await _read_frame(reader)) is not None:
-                hello, answers = self.handle(frame)
+                hello, answers = self.handle(frame, shard)
                 if hello is not None:
                     shard = hello
+                    self.writers[shard] = writer
+                    if self.stopping:
+                        writer.write(_frame([("stop",)]))
+                    self._hello(shard)
                 if answers:
                     writer.write(_frame(answers))
+                if self.outbox:
+                    self._send_outbox()
                 self.changed.set()
         except (ConnectionError, asyncio.IncompleteReadError, pickle.UnpicklingError, EOFError,
                 ValueError, KeyError, TypeError, IndexError):  # fmt: skip
@@ -512,6 +669,7 @@ class _Parent:
         finally:
             if shard is not None:
                 self.closed.add(shard)
+                self._lost_worker(shard)
             self.changed.set()
             writer.close()
 
@@ -536,11 +694,18 @@ async def run_sharded(
 
     choices = first_choices(requests, dest, overwrite=bool(options.get("overwrite")))
     shards = shard_requests(requests, workers)
+    spreading = workers > 1 and int(options.get("split", 1)) > 1
+    if spreading:  # every worker, also one with no line: it fills segments
+        shards += [[] for _ in range(workers - len(shards))]
     per_worker = dict(options)
     total = int(per_worker.pop("concurrency", 16))
     per_worker["concurrency"] = max(1, -(-total // max(1, len(shards))))
     names = NameAllocator()
     parent = _Parent(on_event, _Claims(names, choices, shards), names, [r.url for r in requests])
+    parent.unfinished = [len(shard) for shard in shards]
+    parent.shard_of = {index: k for k, shard in enumerate(shards) for index, _ in shard}
+    processes = len(shards) if spreading else 1
+    parent.expected = len(shards)
     reported = bytearray(len(requests))  # 1 per line: a set cost ~60 B a line
     index_bytes = _index_size(dest)
     with tempfile.TemporaryDirectory(prefix="asyncconc-") as tmp:
@@ -551,7 +716,14 @@ async def run_sharded(
             tasks = {
                 asyncio.create_task(
                     pool.submit(
-                        download_shard, address, k, str(dest), shard, per_worker, index_bytes
+                        download_shard,
+                        address,
+                        k,
+                        str(dest),
+                        shard,
+                        per_worker,
+                        index_bytes,
+                        processes,
                     )
                 ): k
                 for k, shard in enumerate(shards)
@@ -559,18 +731,28 @@ async def run_sharded(
             for task in tasks:
                 task.add_done_callback(lambda _: parent.changed.set())
 
-            def ended() -> bool:
-                return all(
-                    k in parent.closed or (task.done() and k not in parent.connected)
-                    for task, k in tasks.items()
-                )
+            def gone(task: asyncio.Task[int], k: int) -> bool:
+                return k in parent.closed or (task.done() and k not in parent.connected)
 
+            def ended() -> bool:
+                return all(gone(task, k) for task, k in tasks.items())
+
+            stopped = not spreading
             try:
                 while True:
                     while parent.results:
                         index, result = parent.results.popleft()
                         reported[index] = 1
                         yield index, result
+                    if parent.waiting and all(
+                        task.done() for task, k in tasks.items() if k not in parent.connected
+                    ):
+                        parent.give_up_waiting()  # the workers that never came will not
+                    if not stopped and all(
+                        parent.unfinished[k] <= 0 or gone(task, k) for task, k in tasks.items()
+                    ):
+                        parent.stop_all()  # no line left to download: helpers may go
+                        stopped = True
                     if ended():
                         break
                     parent.changed.clear()

@@ -18,6 +18,7 @@ _CHILD_PROCESS_MODULES = frozenset(
     {
         "test_cli.py",
         "test_sharded.py",
+        "test_spread.py",
         "test_interrupt.py",
         "test_limits.py",
         "test_rerun.py",
