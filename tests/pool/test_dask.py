@@ -333,6 +333,25 @@ async def test_the_fork_server_outlives_a_pool_only_while_another_uses_it() -> N
     assert wait_gone([server]) == []
 
 
+@pytest.mark.slow
+async def test_a_fork_server_the_program_started_is_left_running() -> None:
+    import multiprocessing.forkserver
+
+    assert _forkserver_pid() is None
+    multiprocessing.forkserver.ensure_running()
+    server = _forkserver_pid()
+    try:
+        async with DaskPool(workers=1) as pool:
+            parents = await pool.client.run(os.getppid)
+            assert list(parents.values()) == [server]
+        assert _forkserver_pid() == server
+        assert server is not None
+        assert wait_gone([server], timeout=0.5) == [server]
+    finally:
+        multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+    assert _forkserver_pid() is None
+
+
 def test_start_method_is_checked_and_only_for_a_pool_owned_cluster() -> None:
     with pytest.raises(ValueError, match="start_method"):
         DaskPool(start_method="vfork")  # type: ignore[arg-type]
