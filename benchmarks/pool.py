@@ -27,7 +27,9 @@
     with plain ``distributed`` calls (no asyncconc code) on a LocalCluster
     of 2 x 1 thread, with Dask's defaults and with the pool-owned cluster's
     settings. Each warm sum also gives its wall time beyond the kernel of
-    its busiest worker: what driving the cluster costs per chunk.
+    its busiest worker: what driving the cluster costs per chunk. Last, each
+    start method's start -> first result in fresh interpreters, the methods
+    interleaved, median of 5 rounds (``distributed`` imported before the clock).
 
 Every library runs with its own defaults (start method included) unless a
 row says otherwise. Other work on the machine makes the figures noisy.
@@ -41,6 +43,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -374,20 +377,21 @@ def first_result(library: str) -> float:
     return time.perf_counter() - start
 
 
+def _fresh_seconds(*args: str) -> float:
+    """The seconds a fresh interpreter running this script with ``args`` printed first."""
+    done = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True, timeout=120
+    )
+    return float(done.stdout.split()[0])
+
+
 def bench_first_result() -> list[Row]:
     rows: list[Row] = []
     libraries = ["LoopPool", "multiprocessing.Pool", "ProcessPoolExecutor"]
     if aiomultiprocess is not None:
         libraries.append("aiomultiprocess.Pool")
     for library in libraries:
-        done = subprocess.run(
-            [sys.executable, __file__, "--first-result", library],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-        )
-        seconds = float(done.stdout.split()[0])
+        seconds = _fresh_seconds("--first-result", library)
         rows.append(Row("D first", library, "cold, fresh interpreter", f"{seconds:.3f} s"))
 
     async def warm() -> float:
@@ -523,9 +527,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--first-result", metavar="LIBRARY", help=argparse.SUPPRESS)
     parser.add_argument("--payload", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--dask-first", metavar="START_METHOD", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.first_result:
         first_result(args.first_result)
+        return 0
+    if args.dask_first:
+        dask_first(args.dask_first)
         return 0
     if args.payload:
         library, kind, size = args.payload
@@ -565,6 +573,41 @@ def main(argv: list[str] | None = None) -> int:
 # -- (G) DaskPool on a LocalCluster -------------------------------------------
 
 DASK_TINY = {True: 50_000, False: 200_000}
+# Fresh-interpreter starts: rounds of every start method, one after the other.
+DASK_START_ROUNDS = {True: 2, False: 5}
+DASK_START_METHODS = ("default", "spawn", "fork")
+
+
+def dask_first(method: str) -> None:
+    """Print start -> first result of a DaskPool in this (fresh) interpreter."""
+    import distributed  # noqa: F401 - before the clock, as in the other start rows
+
+    from asyncconc import DaskPool
+
+    async def main() -> None:
+        start = time.perf_counter()
+        start_method: Any = None if method == "default" else method
+        async with DaskPool(workers=2, start_method=start_method) as pool:
+            assert await pool.submit(inc, 1) == 2
+            print(f"{time.perf_counter() - start:.4f}", flush=True)
+
+    run(main())
+
+
+def bench_dask_starts(rounds: int) -> list[Row]:
+    """Each start method's start -> first result in fresh interpreters, interleaved."""
+    seconds: dict[str, list[float]] = {m: [] for m in DASK_START_METHODS}
+    for _ in range(rounds):
+        for method in DASK_START_METHODS:
+            seconds[method].append(_fresh_seconds("--dask-first", method))
+    rows = []
+    for method, values in seconds.items():
+        library = "DaskPool" if method == "default" else f"DaskPool, start_method={method}"
+        rows.append(
+            Row("G dask", library, f"start -> first result, fresh, median of {rounds}",
+                f"{statistics.median(values):.3f} s", f"{min(values):.3f}-{max(values):.3f} s")
+        )  # fmt: skip
+    return rows
 
 
 def traced_sum(start: int, stop: int) -> tuple[int, float, float, int]:
@@ -691,7 +734,7 @@ def bench_dask(sizes: Sizes) -> list[Row]:
             rows.extend(sum_rows(library, warm, beyond))
         return rows
 
-    return run(measure())
+    return run(measure()) + bench_dask_starts(DASK_START_ROUNDS[sizes is QUICK])
 
 
 async def _asum(results: Any) -> int:
