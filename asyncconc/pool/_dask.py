@@ -126,7 +126,8 @@ class DaskPool:
     start. ``None`` means ``"forkserver"``: multiprocessing's fork server, a
     fresh single-threaded interpreter started as the pool opens, imports
     ``distributed`` once and forks each worker from there (safe: it runs no
-    threads); it is stopped when the last pool using it closes. ``"spawn"``
+    threads); a server the pool started is stopped when the last pool using
+    it closes (one the program started is left running). ``"spawn"``
     (Dask's default) starts each worker as a new interpreter that imports
     ``distributed`` itself (0.5-0.9 s of CPU each here). ``"fork"`` copies
     this process instead (the fastest start), with fork's costs: it forks a
