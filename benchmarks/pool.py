@@ -20,11 +20,16 @@
     once has its result from the replacement (median of 7), for LoopPool's
     fork server and for ``start_method="spawn"``.
 (G) DaskPool on a pool-owned LocalCluster of 2 workers (needs the dask
-    extra): start to first result, the sum of (A) warm and end to end,
-    tiny tasks/s through ``map``, and the naps of (C); start and warm sum
-    again with ``start_method="fork"``, and as a floor with plain
-    ``distributed`` calls (no asyncconc code) on a LocalCluster of 2 x 1
-    thread, with Dask's defaults and with the pool-owned cluster's settings.
+    extra): start to first result, the sum of (A) warm (best of 3) and end
+    to end, tiny tasks/s through ``map``, and the naps of (C); the warm sum
+    also through plain ``client.submit`` on the same cluster; start and warm
+    sum again with ``start_method="spawn"`` and ``"fork"``, and as a floor
+    with plain ``distributed`` calls (no asyncconc code) on a LocalCluster
+    of 2 x 1 thread, with Dask's defaults and with the pool-owned cluster's
+    settings. Each warm sum also gives its wall time beyond the kernel of
+    its busiest worker: what driving the cluster costs per chunk. Last, each
+    start method's start -> first result in fresh interpreters, the methods
+    interleaved, median of 5 rounds (``distributed`` imported before the clock).
 
 Every library runs with its own defaults (start method included) unless a
 row says otherwise. Other work on the machine makes the figures noisy.
@@ -38,6 +43,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -371,20 +377,21 @@ def first_result(library: str) -> float:
     return time.perf_counter() - start
 
 
+def _fresh_seconds(*args: str) -> float:
+    """The seconds a fresh interpreter running this script with ``args`` printed first."""
+    done = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True, timeout=120
+    )
+    return float(done.stdout.split()[0])
+
+
 def bench_first_result() -> list[Row]:
     rows: list[Row] = []
     libraries = ["LoopPool", "multiprocessing.Pool", "ProcessPoolExecutor"]
     if aiomultiprocess is not None:
         libraries.append("aiomultiprocess.Pool")
     for library in libraries:
-        done = subprocess.run(
-            [sys.executable, __file__, "--first-result", library],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-        )
-        seconds = float(done.stdout.split()[0])
+        seconds = _fresh_seconds("--first-result", library)
         rows.append(Row("D first", library, "cold, fresh interpreter", f"{seconds:.3f} s"))
 
     async def warm() -> float:
@@ -520,9 +527,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--first-result", metavar="LIBRARY", help=argparse.SUPPRESS)
     parser.add_argument("--payload", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--dask-first", metavar="START_METHOD", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.first_result:
         first_result(args.first_result)
+        return 0
+    if args.dask_first:
+        dask_first(args.dask_first)
         return 0
     if args.payload:
         library, kind, size = args.payload
@@ -562,6 +573,62 @@ def main(argv: list[str] | None = None) -> int:
 # -- (G) DaskPool on a LocalCluster -------------------------------------------
 
 DASK_TINY = {True: 50_000, False: 200_000}
+# Fresh-interpreter starts: rounds of every start method, one after the other.
+DASK_START_ROUNDS = {True: 2, False: 5}
+DASK_START_METHODS = ("default", "spawn", "fork")
+
+
+def dask_first(method: str) -> None:
+    """Print start -> first result of a DaskPool in this (fresh) interpreter."""
+    import distributed  # noqa: F401 - before the clock, as in the other start rows
+
+    from asyncconc import DaskPool
+
+    async def main() -> None:
+        start = time.perf_counter()
+        start_method: Any = None if method == "default" else method
+        async with DaskPool(workers=2, start_method=start_method) as pool:
+            assert await pool.submit(inc, 1) == 2
+            print(f"{time.perf_counter() - start:.4f}", flush=True)
+
+    run(main())
+
+
+def bench_dask_starts(rounds: int) -> list[Row]:
+    """Each start method's start -> first result in fresh interpreters, interleaved."""
+    seconds: dict[str, list[float]] = {m: [] for m in DASK_START_METHODS}
+    for _ in range(rounds):
+        for method in DASK_START_METHODS:
+            seconds[method].append(_fresh_seconds("--dask-first", method))
+    rows = []
+    for method, values in seconds.items():
+        library = "DaskPool" if method == "default" else f"DaskPool, start_method={method}"
+        rows.append(
+            Row("G dask", library, f"start -> first result, fresh, median of {rounds}",
+                f"{statistics.median(values):.3f} s", f"{min(values):.3f}-{max(values):.3f} s")
+        )  # fmt: skip
+    return rows
+
+
+def traced_sum(start: int, stop: int) -> tuple[int, float, float, int]:
+    """``partial_sum`` with where and when it ran: (pid, start, end, sum)."""
+    began = time.time()  # one clock across processes (wall time, not perf_counter)
+    total = partial_sum(start, stop)
+    return os.getpid(), began, time.time(), total
+
+
+def beyond_kernel(started: float, ended: float, runs: list[tuple[int, float, float, int]]) -> float:
+    """A sum's wall time not spent in the kernel of its busiest worker.
+
+    Submitting, the first chunk's start, the gaps between one worker's
+    chunks (result out, next chunk in, the CPU resource's gate, unpickling)
+    and the last result's way back: the cost per chunk of whoever drives the
+    cluster, apart from the kernel's speed (which the neighbours set).
+    """
+    busy: dict[int, float] = {}
+    for pid, began, end, _ in runs:
+        busy[pid] = busy.get(pid, 0.0) + (end - began)
+    return (ended - started) - max(busy.values())
 
 
 def bench_dask(sizes: Sizes) -> list[Row]:
@@ -571,19 +638,35 @@ def bench_dask(sizes: Sizes) -> list[Row]:
     except ImportError:
         return [Row("G dask", "DaskPool", "skipped", "pip install 'asyncconc[dask]'")]
     from asyncconc import DaskPool
-    from asyncconc.pool._dask_connect import QUIET_CONFIG
+    from asyncconc.pool._dask_connect import CPU_RESOURCE, QUIET_CONFIG
 
     n = sizes.n
     ranges = split_range(1, n + 1, sizes.chunks)
     expected = n * (n + 1) // 2
-    total, single = _timed(lambda: partial_sum(1, n + 1))
+    total, single = _timed(lambda: partial_sum(1, n + 1), repeat=2)
     assert total == expected
     tiny = DASK_TINY[sizes is QUICK]
     count, seconds = sizes.naps, sizes.nap_seconds
     ideal = count * seconds / 32
 
+    def sum_rows(library: str, warm: float, beyond: float) -> list[Row]:
+        return [
+            Row("G dask", library, f"sum warm, best of {REPEAT}", f"{warm:.2f} s",
+                f"{single / warm:.2f}x"),
+            Row("G dask", library, "sum warm, wall beyond the kernel", f"{beyond * 1e3:.0f} ms",
+                f"{beyond * 1e3 / len(ranges):.1f} ms a chunk"),
+        ]  # fmt: skip
+
+    async def pool_sum(pool: DaskPool) -> tuple[float, float]:
+        got, warm = await _atimed(lambda: _asum(pool.starmap(partial_sum, ranges)), REPEAT)
+        assert got == expected
+        started = time.time()
+        runs = [r async for r in pool.starmap(traced_sum, ranges)]
+        assert sum(r[3] for r in runs) == expected
+        return warm, beyond_kernel(started, time.time(), runs)
+
     async def measure() -> list[Row]:
-        rows: list[Row] = []
+        rows: list[Row] = [Row("G dask", "one process", f"1..{n:,}, best of 2", f"{single:.2f} s")]
         start = time.perf_counter()
         async with DaskPool(workers=2, concurrency=16) as pool:
             assert await pool.submit(inc, 1) == 2
@@ -591,12 +674,22 @@ def bench_dask(sizes: Sizes) -> list[Row]:
             rows.append(
                 Row("G dask", "DaskPool", "cluster start -> first result", f"{first:.3f} s")
             )
-            got, warm = await _atimed(lambda: _asum(pool.starmap(partial_sum, ranges)), repeat=1)
+            rows.extend(sum_rows("DaskPool", *await pool_sum(pool)))
+            # The floor on the very same cluster: plain client.submit, no asyncconc code.
+            client = pool.client
+            options = {"pure": False, "resources": {CPU_RESOURCE: 1}}
+
+            async def plain_sum() -> int:
+                return sum(await client.gather([client.submit(partial_sum, a, b, **options)
+                                                for a, b in ranges]))  # fmt: skip
+
+            got, warm = await _atimed(plain_sum, REPEAT)
             assert got == expected
-            rows.append(
-                Row("G dask", "DaskPool", "sum warm (compute only)", f"{warm:.2f} s",
-                    f"{single / warm:.2f}x")
-            )  # fmt: skip
+            started = time.time()
+            runs = await client.gather([client.submit(traced_sum, a, b, **options)
+                                        for a, b in ranges])  # fmt: skip
+            rows.extend(sum_rows("plain client.submit, same cluster", warm,
+                                 beyond_kernel(started, time.time(), runs)))  # fmt: skip
             got, wall = await _atimed(lambda: _asum(pool.map(inc, range(tiny))), repeat=1)
             assert got == tiny * (tiny + 1) // 2
             rows.append(
@@ -616,37 +709,32 @@ def bench_dask(sizes: Sizes) -> list[Row]:
         end_to_end = time.perf_counter() - start
         assert got == expected
         rows.insert(
-            2,
+            4,
             Row("G dask", "DaskPool", "sum end to end (start+work+stop)", f"{end_to_end:.2f} s",
                 f"{single / end_to_end:.2f}x"),
         )  # fmt: skip
-        start = time.perf_counter()
-        async with DaskPool(workers=2, start_method="fork") as pool:
-            assert await pool.submit(inc, 1) == 2
-            first = time.perf_counter() - start
-            got, warm = await _atimed(lambda: _asum(pool.starmap(partial_sum, ranges)), repeat=1)
-        assert got == expected
-        library = "DaskPool, start_method=fork"
-        rows.append(Row("G dask", library, "cluster start -> first result", f"{first:.3f} s"))
-        rows.append(
-            Row("G dask", library, "sum warm (compute only)", f"{warm:.2f} s",
-                f"{single / warm:.2f}x")
-        )  # fmt: skip
+        # The other start methods: spawn (Dask's default) and fork.
+        for method in ("spawn", "fork"):
+            start = time.perf_counter()
+            async with DaskPool(workers=2, start_method=method) as pool:
+                assert await pool.submit(inc, 1) == 2
+                first = time.perf_counter() - start
+                warm, beyond = await pool_sum(pool)
+            library = f"DaskPool, start_method={method}"
+            rows.append(Row("G dask", library, "cluster start -> first result", f"{first:.3f} s"))
+            rows.extend(sum_rows(library, warm, beyond))
         # The floor: the same work through plain distributed calls, no asyncconc
         # code, with Dask's defaults and with the pool-owned cluster's settings.
         for library, settings in (
             ("plain distributed", {}),
             ("plain distributed, QUIET_CONFIG", QUIET_CONFIG),
         ):
-            first, warm = await _plain_dask(ranges, expected, settings)
+            first, warm, beyond = await _plain_dask(ranges, expected, settings)
             rows.append(Row("G dask", library, "cluster start -> first result", f"{first:.3f} s"))
-            rows.append(
-                Row("G dask", library, "sum warm (compute only)", f"{warm:.2f} s",
-                    f"{single / warm:.2f}x")
-            )  # fmt: skip
+            rows.extend(sum_rows(library, warm, beyond))
         return rows
 
-    return run(measure())
+    return run(measure()) + bench_dask_starts(DASK_START_ROUNDS[sizes is QUICK])
 
 
 async def _asum(results: Any) -> int:
@@ -655,8 +743,8 @@ async def _asum(results: Any) -> int:
 
 async def _plain_dask(
     ranges: list[tuple[int, int]], expected: int, settings: dict[str, object]
-) -> tuple[float, float]:
-    """Start -> first result and the warm sum on a LocalCluster of 2 x 1 thread."""
+) -> tuple[float, float, float]:
+    """Start -> first result, the warm sum and its wall beyond the kernel, on 2 x 1 thread."""
     import dask
 
     from asyncconc.pool._dask_connect import require_distributed
@@ -676,13 +764,20 @@ async def _plain_dask(
         async with distributed.Client(cluster, asynchronous=True) as client:
             assert await client.submit(inc, 1) == 2
             first = time.perf_counter() - start
-            start = time.perf_counter()
-            futures = [client.submit(partial_sum, a, b, pure=False) for a, b in ranges]
-            assert sum(await client.gather(futures)) == expected
-            warm = time.perf_counter() - start
+
+            async def plain_sum() -> int:
+                futures = [client.submit(partial_sum, a, b, pure=False) for a, b in ranges]
+                return sum(await client.gather(futures))
+
+            got, warm = await _atimed(plain_sum, REPEAT)
+            assert got == expected
+            started = time.time()
+            futures = [client.submit(traced_sum, a, b, pure=False) for a, b in ranges]
+            runs = await client.gather(futures)
+            beyond = beyond_kernel(started, time.time(), runs)
     finally:
         await cluster.close()
-    return first, warm
+    return first, warm, beyond
 
 
 if __name__ == "__main__":

@@ -123,16 +123,20 @@ class DaskPool:
     first worker: past it, :class:`PoolError` names the address.
 
     A pool-owned cluster only: ``start_method`` is how its worker processes
-    start. ``None`` keeps Dask's setting (``spawn`` unless configured), where
-    each worker imports ``distributed`` afresh: most of the 1.26 s from start
-    to first result measured on 2 busy cores. ``"fork"`` copies this process
-    instead (0.31 s), with fork's costs: it forks a process that runs threads
-    (Dask's own among them), which can deadlock the child if another thread
-    holds a lock at that moment, and Python 3.12+ warns about it
-    (``DeprecationWarning``); the workers start as copies of this process's
-    memory. ``"forkserver"`` imports ``distributed`` once, in a server process.
-    A worker the nanny restarts after the pool has started uses Dask's
-    setting again. A pool-owned cluster also makes Dask's housekeeping less
+    start. ``None`` means ``"forkserver"``: multiprocessing's fork server, a
+    fresh single-threaded interpreter started as the pool opens, imports
+    ``distributed`` once and forks each worker from there (safe: it runs no
+    threads); a server the pool started is stopped when the last pool using
+    it closes (one the program started is left running). ``"spawn"``
+    (Dask's default) starts each worker as a new interpreter that imports
+    ``distributed`` itself (0.5-0.9 s of CPU each here). ``"fork"`` copies
+    this process instead (the fastest start), with fork's costs: it forks a
+    process that runs threads (Dask's own among them), which can deadlock
+    the child if another thread holds a lock at that moment, and Python
+    3.12+ warns about it (``DeprecationWarning``); the workers start as
+    copies of this process's memory. A worker the nanny restarts after the
+    pool has started uses Dask's setting again (``spawn`` unless
+    configured). A pool-owned cluster also makes Dask's housekeeping less
     frequent (profiler, event-loop tick, system and memory monitors: see
     :data:`asyncconc.pool._dask_connect.QUIET_CONFIG`), which measured 6% of
     a core per idle worker and took the GIL from CPU-bound tasks.

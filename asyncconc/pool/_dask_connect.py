@@ -17,6 +17,7 @@ from asyncconc._errors import PoolError
 
 __all__ = [
     "CPU_RESOURCE",
+    "DEFAULT_START_METHOD",
     "INSTALL_HINT",
     "QUIET_CONFIG",
     "START_METHODS",
@@ -50,6 +51,19 @@ QUIET_CONFIG: dict[str, object] = {
     "distributed.worker.memory.monitor-interval": "500ms",
 }
 START_METHODS = ("spawn", "forkserver", "fork")
+# How a pool-owned cluster starts its workers unless told otherwise. Not
+# "spawn" (Dask's default): each spawned worker imports distributed afresh,
+# 0.5-0.9 s of CPU here, and two of them on two cores were the slowest start
+# measured (docs/benchmarks-pool.md, section G). Not "fork": Dask forks from
+# a process whose threads may hold locks. multiprocessing's fork server is a
+# fresh single-threaded interpreter that imports distributed once and forks
+# every worker from there: safe, and one import instead of one per worker.
+DEFAULT_START_METHOD = "forkserver"
+
+# The open pool-owned clusters whose workers came from the fork server that
+# asyncconc started, and whether asyncconc started the one now running.
+_forkserver_users = 0
+_forkserver_ours = False
 
 
 def require_distributed() -> Any:
@@ -70,6 +84,7 @@ class Connection:
     client: Any = None
     cluster: Any = None
     owns_client: bool = False
+    holds_forkserver: bool = False
 
 
 async def connect(
@@ -84,9 +99,8 @@ async def connect(
     """Fill ``conn``: start a LocalCluster (``address=None``), connect, or adopt a Client.
 
     A pool-owned LocalCluster starts its worker processes with
-    ``start_method`` (Dask's ``distributed.worker.multiprocessing-method``
-    when ``None``: ``spawn`` unless configured) and runs with
-    :data:`QUIET_CONFIG`. Then wait up to ``connect_timeout`` for the
+    ``start_method`` (:data:`DEFAULT_START_METHOD` when ``None``) and runs
+    with :data:`QUIET_CONFIG`. Then wait up to ``connect_timeout`` for the
     workers (all of a pool-owned cluster's, else one).
     """
     distributed = require_distributed()
@@ -96,11 +110,16 @@ async def connect(
         # Set while the in-process scheduler is created: it reads the value
         # then. 0: the first worker death reaches the pool, as with LoopPool.
         # The worker processes inherit the whole configuration as it is now.
-        settings = {"distributed.scheduler.allowed-failures": 0, **QUIET_CONFIG}
-        if start_method is not None:
+        method = start_method or DEFAULT_START_METHOD
+        settings = {
+            "distributed.scheduler.allowed-failures": 0,
+            **QUIET_CONFIG,
             # Read at each worker start: a restart after this block uses Dask's.
-            settings["distributed.worker.multiprocessing-method"] = start_method
+            "distributed.worker.multiprocessing-method": method,
+        }
         with dask.config.set(settings):
+            if method == "forkserver":
+                _hold_forkserver(conn)
             conn.cluster = await distributed.LocalCluster(
                 n_workers=local_workers,
                 threads_per_worker=threads,
@@ -150,12 +169,25 @@ async def survey_workers(client: Any) -> tuple[int, bool]:
 async def release(conn: Connection, plugin_name: str, timeout: float) -> None:
     """Remove the pool's plugin; close the client and cluster if the pool opened them.
 
-    Idempotent; each step is bounded by ``timeout``.
+    Idempotent; each step is bounded by ``timeout``. The fork server the
+    cluster's workers came from is stopped last, once no other open pool
+    uses it (its workers are gone by then: it reports their exit codes).
     """
     client, cluster = conn.client, conn.cluster
     conn.cluster = None
-    if client is None:
-        return
+    try:
+        if client is not None:
+            await _release_client(conn, client, cluster, plugin_name, timeout)
+        elif cluster is not None:
+            async with asyncio.timeout(timeout):
+                await cluster.close()
+    finally:
+        _drop_forkserver(conn)
+
+
+async def _release_client(
+    conn: Connection, client: Any, cluster: Any, plugin_name: str, timeout: float
+) -> None:
     try:
         with contextlib.suppress(Exception):  # best effort: the workers may be gone
             async with asyncio.timeout(timeout):
@@ -169,3 +201,43 @@ async def release(conn: Connection, plugin_name: str, timeout: float) -> None:
         if cluster is not None:
             async with asyncio.timeout(timeout):
                 await cluster.close()
+
+
+def _hold_forkserver(conn: Connection) -> None:
+    """Start multiprocessing's fork server now, unless one runs; count this pool in.
+
+    Called inside the pool's ``dask.config.set`` block, so Dask's own
+    ``get_mp_context`` sets the server's preload (``distributed`` and those
+    of numpy, pandas, lz4 that are installed), as for any Dask forkserver
+    cluster. Starting it before the scheduler lets its imports overlap the
+    scheduler's start instead of following it.
+    """
+    global _forkserver_users, _forkserver_ours
+    import multiprocessing.forkserver
+
+    require_distributed().utils.get_mp_context()
+    # The module's server object is private: whether it runs is only told
+    # there, and stopping it (_stop) is what CPython's own tests use.
+    if multiprocessing.forkserver._forkserver._forkserver_pid is None:  # type: ignore[attr-defined]
+        multiprocessing.forkserver.ensure_running()
+        _forkserver_ours = True
+    _forkserver_users += 1
+    conn.holds_forkserver = True
+
+
+def _drop_forkserver(conn: Connection) -> None:
+    """Count this pool out; stop the fork server asyncconc started once none uses it.
+
+    A server that something else started (the program's own forkserver
+    processes) is left running.
+    """
+    global _forkserver_users, _forkserver_ours
+    if not conn.holds_forkserver:
+        return
+    conn.holds_forkserver = False
+    _forkserver_users -= 1
+    if _forkserver_users == 0 and _forkserver_ours:
+        import multiprocessing.forkserver
+
+        _forkserver_ours = False
+        multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]

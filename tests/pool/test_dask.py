@@ -269,7 +269,7 @@ async def test_closed_pool_refuses_work_and_leaves_a_passed_client_open(client: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("start_method", [None, "fork"])
+@pytest.mark.parametrize("start_method", [None, "spawn", "fork"])
 # Python 3.12+ warns when a process with threads forks (Dask forks from one of its own).
 @pytest.mark.filterwarnings("ignore:.*use of fork\\(\\) may lead to deadlocks:DeprecationWarning")
 async def test_pool_owned_local_cluster_starts_and_stops_without_orphans(
@@ -284,9 +284,75 @@ async def test_pool_owned_local_cluster_starts_and_stops_without_orphans(
         settings = await client.run(dask_setting, "distributed.worker.profile.interval")
         assert list(settings.values()) == [QUIET_CONFIG["distributed.worker.profile.interval"]]
         methods = await client.run(dask_setting, "distributed.worker.multiprocessing-method")
-        assert list(methods.values()) == [start_method or "spawn"]
+        assert list(methods.values()) == [start_method or "forkserver"]
     assert client.status == "closed"
     assert wait_gone(pids) == []
+
+
+def _forkserver_pid() -> int | None:
+    """The pid of multiprocessing's fork server in this process, if one runs."""
+    import multiprocessing.forkserver
+
+    pid: int | None = multiprocessing.forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    return pid
+
+
+@pytest.mark.slow
+async def test_default_start_forks_the_workers_from_a_fork_server_gone_with_the_pool() -> None:
+    import psutil  # type: ignore[import-untyped,unused-ignore]
+
+    assert _forkserver_pid() is None  # nothing else in this process runs one
+    async with DaskPool(workers=2) as pool:
+        assert await _sum(pool, 1_000_000) == 1_000_000 * 1_000_001 // 2
+        server = _forkserver_pid()
+        assert server is not None
+        # Safe to fork from: a child of this process that runs one thread.
+        assert psutil.Process(server).ppid() == os.getpid()
+        assert psutil.Process(server).num_threads() == 1
+        workers = await pool.client.run(os.getpid)
+        parents = await pool.client.run(os.getppid)
+        assert set(parents.values()) == {server}
+        assert await pool.submit(async_add, 2, 3) == 5  # the workers' own loops run
+    assert _forkserver_pid() is None
+    assert wait_gone([server, *workers.values()]) == []
+
+
+@pytest.mark.slow
+async def test_the_fork_server_outlives_a_pool_only_while_another_uses_it() -> None:
+    assert _forkserver_pid() is None
+    async with DaskPool(workers=1) as first:
+        server = _forkserver_pid()
+        worker = await first.client.run(os.getpid)
+        async with DaskPool(workers=1) as second:
+            assert _forkserver_pid() == server
+            assert await second.submit(inc, 1) == 2
+        # Stopping the server now would tell the first pool's nanny that its
+        # worker died (the server reports its children's exit codes).
+        assert _forkserver_pid() == server
+        assert await first.submit(inc, 2) == 3
+        assert await first.client.run(os.getpid) == worker
+    assert _forkserver_pid() is None
+    assert server is not None
+    assert wait_gone([server]) == []
+
+
+@pytest.mark.slow
+async def test_a_fork_server_the_program_started_is_left_running() -> None:
+    import multiprocessing.forkserver
+
+    assert _forkserver_pid() is None
+    multiprocessing.forkserver.ensure_running()
+    server = _forkserver_pid()
+    try:
+        async with DaskPool(workers=1) as pool:
+            parents = await pool.client.run(os.getppid)
+            assert list(parents.values()) == [server]
+        assert _forkserver_pid() == server
+        assert server is not None
+        assert wait_gone([server], timeout=0.5) == [server]
+    finally:
+        multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+    assert _forkserver_pid() is None
 
 
 def test_start_method_is_checked_and_only_for_a_pool_owned_cluster() -> None:
