@@ -1205,6 +1205,13 @@ def startup_download(python: str, work: Path) -> tuple[float, float, float] | No
     log.parent.mkdir(parents=True, exist_ok=True)
     empty = _write(work / "logs" / "empty.txt", "")
     out = work / "out" / "startup"
+    # Compiled as a pip install leaves it: with PYTHONDONTWRITEBYTECODE set (as
+    # on these machines) an editable install would recompile every module
+    # changed since its last .pyc at each start.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    package = REPO / "asyncconc"
+    subprocess.run([python, "-m", "compileall", "-q", str(package)], env=env, check=False,
+                   stdout=subprocess.DEVNULL, timeout=120)  # fmt: skip
     for _ in range(3):
         clean(out)
         cmd = [python, "-m", "asyncconc", "download", str(empty), "-o", str(out), "-q"]

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from asyncconc._errors import UsageError
-from asyncconc._malloc import tune_for_streaming
 from asyncconc._printable import printable
 from asyncconc._runner import run
 from asyncconc.downloader._models import (
@@ -313,6 +312,8 @@ def run_download(
     reporter: Reporter | None = None
 
     _fit_open_file_limit(options or {}, workers)
+    from asyncconc._malloc import tune_for_streaming  # ctypes: not for an empty list
+
     tune_for_streaming()  # this process is the command line's own
 
     async def main() -> None:

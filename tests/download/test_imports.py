@@ -68,7 +68,8 @@ def test_download_of_an_empty_list_loads_neither_aiohttp_nor_asyncio(tmp_path: P
         "from asyncconc.cli import main\n"
         f"rc = main(['download', {str(empty)!r}, '-o', {str(tmp_path / 'out')!r}, '-q'])\n"
         "heavy = ('aiohttp', 'aiohttp.client', 'multiprocessing', 'asyncconc.pool._api',\n"
-        "         'asyncio', 'asyncconc.pool._cli', 'asyncconc.testing._cli', 'asyncconc._demo')\n"
+        "         'asyncio', 'asyncconc.pool._cli', 'asyncconc.testing._cli', 'asyncconc._demo',\n"
+        "         'ctypes')\n"
         "print(rc, sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = _python(code)
