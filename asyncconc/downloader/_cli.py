@@ -204,9 +204,10 @@ def _check_report_path(report: str | None) -> None:
 def _handle(args: argparse.Namespace) -> int:
     headers = _parse_headers(args.header)
     _check_report_path(args.report)
+    lines = _read_lines(args.urls_file)  # a bad URLS_FILE: no folder made
     dest = _prepare_output(args.output)
-    # The text of the list is not kept for the run (~90 B a line).
-    requests = list(parse_url_list(_read_lines(args.urls_file)))
+    requests = list(parse_url_list(lines))
+    del lines  # the text of the list is not kept for the run (~90 B a line)
     if not requests:
         # Nothing to do is not a failure (wget -i says the same and exits 0).
         where = "stdin" if args.urls_file == "-" else args.urls_file

@@ -384,6 +384,10 @@ def test_bad_option_values_are_usage_errors(
 def test_a_missing_urls_file_is_a_usage_error(tmp_path: Path, run_cli: RunCli) -> None:
     assert_usage_error(run_cli("download", tmp_path / "nope.txt"), "nope.txt")
     assert_usage_error(run_cli("download"), "URLS_FILE")
+    # Bad input writes nothing: the -o folder is made only once the list is read.
+    out = tmp_path / "out"
+    assert_usage_error(run_cli("download", tmp_path / "nope.txt", "-o", out), "nope.txt")
+    assert not out.exists()
 
 
 def test_an_unreadable_urls_file_is_a_usage_error(tmp_path: Path, run_cli: RunCli) -> None:
