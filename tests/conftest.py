@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
 from asyncconc.cli import main
@@ -149,4 +150,20 @@ async def wait_for_size(path: Path, size: int, timeout: float = 30.0) -> None:
         except FileNotFoundError:
             pass
         assert time.monotonic() < deadline, f"{path} never reached {size} bytes"
+        await asyncio.sleep(0.02)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie counts as gone)."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def wait_until(predicate: Callable[[], object], timeout: float = 30.0) -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.02)

@@ -18,7 +18,7 @@ from asyncconc.downloader._models import DownloadRequest
 from asyncconc.downloader._naming import NameAllocator
 from asyncconc.downloader._sharded import _Claims, _Link, _Names, _Parent, shard_requests
 from asyncconc.testing import FileServer, pattern_bytes
-from tests.conftest import files_under, run_cli_process, start_cli
+from tests.conftest import files_under, process_alive, run_cli_process, start_cli, wait_until
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -108,13 +108,6 @@ def test_same_first_choice_names_share_a_shard_in_list_order() -> None:
     assert all([i for i, _ in shard] == sorted(i for i, _ in shard) for shard in shards)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def _connected_to(port: int) -> list[psutil.Process]:
     found = []
     for proc in psutil.Process().children(recursive=True):
@@ -125,13 +118,6 @@ def _connected_to(port: int) -> list[psutil.Process]:
         if any(c.raddr and c.raddr.port == port for c in connections):
             found.append(proc)
     return found
-
-
-async def _wait_until(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_killed_worker_fails_only_its_unfinished_urls(
@@ -145,7 +131,7 @@ async def test_a_killed_worker_fails_only_its_unfinished_urls(
     out, report = tmp_path / "out", tmp_path / "report.json"
     proc = await start_cli("download", urls, "-o", out, "--workers", "2", "--report", report)
     try:
-        await _wait_until(lambda: len(_connected_to(server.port)) >= 2)
+        await wait_until(lambda: len(_connected_to(server.port)) >= 2)
         victim = _connected_to(server.port)[0]
         victim.kill()
         _, stderr = await asyncio.wait_for(proc.communicate(), 60)
@@ -174,7 +160,7 @@ async def test_ctrl_c_with_workers_leaves_no_process_and_keeps_parts(
     out = tmp_path / "out"
     proc = await start_cli("download", urls, "-o", out, "--workers", "2")
     try:
-        await _wait_until(
+        await wait_until(
             lambda: any(
                 p.name.endswith(".part") and p.stat().st_size >= 1 << 20 for p in out.glob("*")
             )
@@ -191,7 +177,7 @@ async def test_ctrl_c_with_workers_leaves_no_process_and_keeps_parts(
             await proc.wait()
     assert proc.returncode == 130
     assert stopped < 5
-    await _wait_until(lambda: not any(_alive(pid) for pid in helpers), timeout=10)
+    await wait_until(lambda: not any(process_alive(pid) for pid in helpers), timeout=10)
     parts = [p for p in out.iterdir() if p.name.endswith(".part")]
     assert parts, "the .part files should be kept for a resume"
     for part in parts:  # each holds a true prefix of its file, flushed on the way out

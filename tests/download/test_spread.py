@@ -12,10 +12,8 @@ import asyncio
 import hashlib
 import json
 import signal
-import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -25,7 +23,7 @@ from asyncconc.downloader._naming import NameAllocator
 from asyncconc.downloader._segmented import plan_segments
 from asyncconc.downloader._sharded import _Claims, _frame, _Parent, _read_frame
 from asyncconc.testing import FileServer, pattern_bytes
-from tests.conftest import files_under, run_cli_process, start_cli
+from tests.conftest import files_under, process_alive, run_cli_process, start_cli, wait_until
 
 MIB = 1 << 20
 
@@ -46,20 +44,6 @@ def _connections_per_process(port: int) -> Counter[int]:
 
 def _descendants() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-async def _wait_until(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def _ranges(server: FileServer, name: str, since: int = 0) -> list[str | None]:
@@ -110,7 +94,7 @@ async def test_segments_of_one_file_are_fetched_by_more_than_one_worker_process(
         seen.update(_connections_per_process(server.port))
         return len(seen) >= 2 or proc.returncode is not None
 
-    await _wait_until(two_fetch)
+    await wait_until(two_fetch)
     _, err = await _stop(proc)
     assert proc.returncode == 0, err.decode()
     # One line, one owner: a second process connected only to fetch segments.
@@ -136,7 +120,7 @@ async def _owner_and_helper(
         assert proc.returncode is None, "the download ended too soon"
         return sorted(found.values()) == [1, 2]
 
-    await _wait_until(both)
+    await wait_until(both)
     (owner, _), (helper, _) = found.most_common()
     return owner, helper
 
@@ -152,7 +136,7 @@ async def test_a_helper_worker_killed_mid_segment_leaves_its_segment_to_the_owne
         "--report", report, "-q",
     )  # fmt: skip
     _, helper = await _owner_and_helper(server, proc)
-    await _wait_until(
+    await wait_until(
         lambda: len(_segments(out, "big.bin")) == 3 and _segments(out, "big.bin")[1][2] > 0
     )
     before = len(server.requests_for("big.bin"))
@@ -185,7 +169,7 @@ async def _stopped_run(server: FileServer, tmp_path: Path, url: str, victim: str
     proc = await start_cli(*_split3(tmp_path, url, out))
     owner, _ = await _owner_and_helper(server, proc)
     # Until the sidecar records progress in every segment, the helper's too.
-    await _wait_until(lambda: [d > 0 for _, _, d in _segments(out, "big.bin")] == [True] * 3)
+    await wait_until(lambda: [d > 0 for _, _, d in _segments(out, "big.bin")] == [True] * 3)
     workers = _descendants() - {proc.pid}
     if victim == "owner":
         psutil.Process(owner).kill()
@@ -199,7 +183,7 @@ async def _stopped_run(server: FileServer, tmp_path: Path, url: str, victim: str
     if victim == "owner":
         assert "worker" in stdout.decode()  # the line failed, and says why
     # No worker outlives the run, helpers included.
-    await _wait_until(lambda: not any(_alive(pid) for pid in workers), timeout=10)
+    await wait_until(lambda: not any(process_alive(pid) for pid in workers), timeout=10)
     assert not (out / "big.bin").exists()
     return out
 
@@ -278,7 +262,7 @@ async def test_the_parent_holds_a_segment_until_a_helper_says_hello_and_returns_
     async with server:
         owner_r, owner_w = await asyncio.open_unix_connection(address)
         owner_w.write(_frame([("hello", 0), ("seg", 1, {"segment": (0, 10, 0)})]))
-        await _wait_until(lambda: parent.waiting)
+        await wait_until(lambda: parent.waiting)
         helper_r, helper_w = await asyncio.open_unix_connection(address)
         helper_w.write(_frame([("hello", 1)]))
         assert await _read_frame(helper_r) == [("seg", 0, 1, {"segment": (0, 10, 0)})]
