@@ -33,11 +33,14 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
+
+from asyncconc.downloader._http1 import ConnectFailure, InvalidAnswer
 
 __all__ = ["Failure", "classify", "host_port", "is_emfile", "is_enospc"]
 
@@ -117,7 +120,7 @@ def classify(
     where = host_port(url)
     if is_emfile(exc):
         return Failure("too many open files", retry=True, backpressure=True)
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+    if isinstance(exc, aiohttp.ClientConnectorDNSError | socket.gaierror):
         return Failure(f"cannot resolve host {urlsplit(url).hostname}", retry=False)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         cert = exc.certificate_error
@@ -139,14 +142,14 @@ def classify(
         return Failure(f"connection refused by {where}", retry=True)
     if errno.ECONNRESET in codes or isinstance(exc, ConnectionResetError):
         return Failure(f"connection reset by {where}", retry=True)
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, aiohttp.ClientConnectorError | ConnectFailure):
         reason = _strerror(exc.os_error.errno, exc.strerror or "unknown error")
         return Failure(f"cannot connect to {where}: {reason}", retry=True)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return Failure(f"connection closed by {where}", retry=True)
     if isinstance(exc, aiohttp.ClientPayloadError):
         return Failure(f"body ended early: {where} closed the connection", retry=True)
-    if isinstance(exc, aiohttp.ClientResponseError):
+    if isinstance(exc, aiohttp.ClientResponseError | InvalidAnswer):
         return Failure(f"{where} sent an invalid HTTP response", retry=False)
     if isinstance(exc, aiohttp.InvalidURL):
         return Failure(f"invalid URL {url!r}", retry=False)

@@ -1,7 +1,9 @@
 """One URL, start to finish: name, skip, resume, retry, redirect, verify.
 
-This is the only module that talks to aiohttp; its errors are translated
-here (``raise FetchError(...) from exc``). Per-URL failures come back as a
+This is the only module that talks to aiohttp (and to asyncconc's own
+receive path for plain ``http://`` GETs, :mod:`._http1`, when the context
+has one); their errors are translated here (``raise FetchError(...) from
+exc``). Per-URL failures come back as a
 failed :class:`DownloadResult`; cancellation propagates, keeping ``.part``.
 
 Retry classes: 5xx, 408, 429 and the network failures that
@@ -25,17 +27,20 @@ import random
 import re
 import stat as stat_module
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from asyncconc._errors import DownloadError, FetchError, HTTPStatusError, RedirectError, WriteError
 from asyncconc.downloader._failures import classify, is_emfile, is_enospc
+from asyncconc.downloader._http1 import Answer, Connections, InvalidAnswer, usable
 from asyncconc.downloader._index import SavedIndex, SavedRecord
 from asyncconc.downloader._models import (
     DownloadEvent,
@@ -123,6 +128,9 @@ class FetchContext:
     # Re-check recorded complete files with a conditional request.
     update: bool = False
     split: int = 1  # connections per file (--split); see _segmented
+    # asyncconc's own connections for plain http:// GETs (only with a
+    # session of the downloader's own; see _http1).
+    wire: Connections | None = None
     # Set when a write hit ENOSPC: the pipeline starts no new downloads.
     disk_full: bool = False
     _host_slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
@@ -480,7 +488,7 @@ class _Job:
 
     async def _open(
         self, headers: CIMultiDict[str], *, method: str = "GET"
-    ) -> aiohttp.ClientResponse:
+    ) -> aiohttp.ClientResponse | Answer:
         """GET (or HEAD), following up to 10 redirects by hand (to name loops clearly)."""
         url = self.request.url
         origin = urlsplit(url)[:2]
@@ -489,7 +497,7 @@ class _Job:
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 response = await self._get(url, headers, foreign=foreign, method=method)
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            except (aiohttp.ClientError, OSError, TimeoutError, InvalidAnswer) as exc:
                 raise self._failure(exc, url) from exc
             except ValueError as exc:  # e.g. a header aiohttp will not send
                 raise FetchError(f"cannot send the request: {exc}", url=self.request.url) from exc
@@ -515,8 +523,26 @@ class _Job:
 
     async def _get(
         self, url: str, headers: CIMultiDict[str], *, foreign: bool, method: str = "GET"
-    ) -> aiohttp.ClientResponse:
+    ) -> aiohttp.ClientResponse | Answer:
         session = self.ctx.session
+        wire = self.ctx.wire
+        if (
+            wire is not None
+            and method == "GET"
+            and self.split == 1
+            and usable(url)
+            and not len(session.cookie_jar)
+        ):
+            answer = await wire.get(url, headers, self.ctx.timeout)
+            if "Set-Cookie" in answer.headers:
+                # Kept as aiohttp keeps them; with cookies in the jar the
+                # next requests go through aiohttp, which sends them.
+                cookies: SimpleCookie = SimpleCookie()
+                for value in answer.headers.getall("Set-Cookie"):
+                    with contextlib.suppress(CookieError):
+                        cookies.load(value)
+                session.cookie_jar.update_cookies(cookies, URL(url))
+            return answer
         options: dict[str, Any] = {
             "allow_redirects": False,
             "auto_decompress": False,
@@ -538,7 +564,9 @@ class _Job:
         finally:
             await bare.close()  # the pool stays open: it is the caller's
 
-    async def _receive(self, response: aiohttp.ClientResponse, offset: int) -> DownloadResult:
+    async def _receive(
+        self, response: aiohttp.ClientResponse | Answer, offset: int
+    ) -> DownloadResult:
         status = response.status
         url = self.request.url
         if status == 304 and self.recorded is not None:
@@ -584,6 +612,7 @@ class _Job:
             self._check_inside()
 
         if status == 200 and self.split > 1:
+            assert isinstance(response, aiohttp.ClientResponse)  # _get's rule
             segmented = await self._segmented(response, None)
             if segmented is not None:
                 return segmented
@@ -600,7 +629,7 @@ class _Job:
         return await self._save(response, offset, expected)
 
     async def _save(
-        self, response: aiohttp.ClientResponse, offset: int, expected: int | None
+        self, response: aiohttp.ClientResponse | Answer, offset: int, expected: int | None
     ) -> DownloadResult:
         headers = response.headers
         part = PartFile(
@@ -624,13 +653,11 @@ class _Job:
             except DownloadError as exc:
                 raise self._write_failure(exc) from exc
             emit(DownloadStarted(url, self.rel.as_posix(), expected, offset))
+            pieces = (
+                response.pieces() if isinstance(response, Answer) else _aiohttp_pieces(response)
+            )
             try:
-                # iter_chunks, not iter_any: each piece as it was received,
-                # where iter_any joins everything buffered into a new bytes
-                # (a copy of every byte of a fast download).
-                async for chunk, _ in response.content.iter_chunks():
-                    if not chunk:
-                        continue  # the end of a chunk of a chunked body
+                async for chunk in pieces:
                     try:
                         await part.write(chunk)
                     except WriteError as exc:
@@ -703,7 +730,9 @@ class _Job:
             )
         return self.result("ok", sha256=digest)
 
-    async def _on_416(self, response: aiohttp.ClientResponse, offset: int) -> DownloadResult:
+    async def _on_416(
+        self, response: aiohttp.ClientResponse | Answer, offset: int
+    ) -> DownloadResult:
         _, total = _content_range(response.headers.get("Content-Range"))
         if total == offset:
             # The .part is already whole (e.g. Ctrl-C between the last byte
@@ -754,6 +783,15 @@ class _Job:
 
     def _discard_part(self) -> None:
         PartFile(self.target, url=self.request.url, etag=None, last_modified=None).discard()
+
+
+async def _aiohttp_pieces(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    # iter_chunks, not iter_any: each piece as it was received, where
+    # iter_any joins everything buffered into a new bytes (a copy of every
+    # byte of a fast download).
+    async for chunk, _ in response.content.iter_chunks():
+        if chunk:  # b"": the end of a chunk of a chunked body
+            yield chunk
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:

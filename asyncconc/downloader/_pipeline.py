@@ -36,6 +36,7 @@ import aiohttp
 
 from asyncconc._errors import ClosedError
 from asyncconc.downloader._fetching import FetchContext, RetryPolicy, fetch
+from asyncconc.downloader._http1 import Connections
 from asyncconc.downloader._index import SavedIndex
 from asyncconc.downloader._limits import fd_concurrency
 from asyncconc.downloader._models import (
@@ -164,6 +165,7 @@ class Downloader:
         self._on_event = on_event or _ignore
         self._session = session
         self._owns_session = session is None
+        self._wire: Connections | None = None
         self._state = _State.UNOPENED
         # Every download task of every stream, so that aclose() can stop a
         # stream whose consumer broke out of its loop without closing it.
@@ -179,6 +181,9 @@ class Downloader:
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, timeout=self.timeout
             )
+            # Plain http:// GETs on connections of our own (see _http1):
+            # only with our own session, never with one the caller set up.
+            self._wire = Connections()
         self._state = _State.OPEN
         return self
 
@@ -206,6 +211,9 @@ class Downloader:
         if tasks:
             await asyncio.wait(tasks)
         session, self._session = self._session, None
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.close()
         if session is not None and self._owns_session:
             await session.close()
 
@@ -231,6 +239,7 @@ class Downloader:
             index=SavedIndex.load(self.dest, upto=index_bytes),
             update=self.update,
             split=self.split,
+            wire=self._wire,
         )
 
     async def stream(self, urls: Iterable[UrlLike]) -> AsyncGenerator[DownloadResult, None]:

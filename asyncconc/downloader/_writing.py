@@ -39,6 +39,9 @@ from asyncconc.downloader._naming import META_SUFFIX, PART_SUFFIX
 __all__ = ["FLUSH_BYTES", "PartFile", "ResumeInfo", "read_resume_info"]
 
 T = TypeVar("T")
+# A received piece: bytes from aiohttp, a view of a connection's buffer from
+# _http1 (never rewritten while referenced, so it may be kept until written).
+Chunk = bytes | memoryview
 FLUSH_BYTES = 1 << 20
 # Received data is handed to the disk at the latest this many seconds after
 # it arrived, however slowly the file comes in: a crash or SIGKILL loses at
@@ -143,7 +146,7 @@ class PartFile:
         self._fd: int | None = None
         self._offset = 0
         self._append = False
-        self._chunks: list[bytes] = []
+        self._chunks: list[Chunk] = []
         self._buffered = 0
         self._written = 0
         # sha256 is about a quarter of the CPU of a large download: computed
@@ -178,7 +181,7 @@ class PartFile:
         if self._append:
             await self._run(self._open_append)
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: Chunk) -> None:
         """Queue ``chunk``; waits only when a full batch must go to disk.
 
         Whatever is queued goes to disk when it makes a full batch, or
@@ -278,7 +281,7 @@ class PartFile:
         if timer is not None:
             timer.cancel()
 
-    def _take(self) -> list[bytes]:
+    def _take(self) -> list[Chunk]:
         """Hand the gathered chunks over for writing (they count as written)."""
         self._cancel_age_timer()
         chunks, self._chunks = self._chunks, []
@@ -373,7 +376,7 @@ class PartFile:
             raise OSError(f"{self.part} changed size while resuming")
         self._fd = os.open(self.part, _OPEN_FLAGS | os.O_APPEND)
 
-    def _write_chunks(self, chunks: list[bytes]) -> None:
+    def _write_chunks(self, chunks: list[Chunk]) -> None:
         if self._fd is None:
             self._fd = self._open_fresh()
         if self._hash is not None:
@@ -392,7 +395,7 @@ class PartFile:
                     group = _drop_prefix(group, n)
 
     def _write_whole(
-        self, chunks: list[bytes], expected_size: int | None, expected_sha256: str | None
+        self, chunks: list[Chunk], expected_size: int | None, expected_sha256: str | None
     ) -> str | None:
         self._write_chunks(chunks)
         return self._finish(expected_size, expected_sha256)
@@ -456,8 +459,8 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _drop_prefix(chunks: list[bytes], n: int) -> list[bytes]:
-    out: list[bytes] = []
+def _drop_prefix(chunks: list[Chunk], n: int) -> list[Chunk]:
+    out: list[Chunk] = []
     for chunk in chunks:
         if n >= len(chunk):
             n -= len(chunk)
