@@ -12,9 +12,7 @@ import contextlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Unpack
-
-import aiohttp
+from typing import TYPE_CHECKING, Unpack
 
 from asyncconc.downloader._models import DownloadResult
 from asyncconc.downloader._pipeline import (
@@ -24,6 +22,9 @@ from asyncconc.downloader._pipeline import (
     _as_request,
     _ignore,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["download"]
 

@@ -1,6 +1,7 @@
 """Why a download failed, in plain words, and whether trying again can help.
 
-:func:`classify` turns what aiohttp, the OS and the TLS library raise into
+:func:`classify` turns what aiohttp, asyncconc's own receive path
+(:mod:`._http1`), the OS and the TLS library raise into
 one short line that names the host and port and says what happened — never
 an exception class name or repr — plus the decision to retry.
 
@@ -35,12 +36,18 @@ import errno
 import os
 import socket
 import ssl
+import sys
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
-from asyncconc.downloader._http1 import ConnectFailure, InvalidAnswer
+from asyncconc.downloader._http1 import (
+    BodyCut,
+    ConnectFailure,
+    ConnectTimeout,
+    InvalidAnswer,
+    ServerClosed,
+)
 
 __all__ = ["Failure", "classify", "host_port", "is_emfile", "is_enospc"]
 
@@ -103,7 +110,7 @@ def _strerror(code: int | None, fallback: str) -> str:
     return text[:1].lower() + text[1:]
 
 
-def _tls_reason(exc: aiohttp.ClientSSLError) -> str:
+def _tls_reason(exc: Any) -> str:
     inner = exc.os_error
     if isinstance(inner, ssl.SSLCertVerificationError):
         return inner.verify_message or "certificate verify failed"
@@ -120,7 +127,49 @@ def classify(
     where = host_port(url)
     if is_emfile(exc):
         return Failure("too many open files", retry=True, backpressure=True)
-    if isinstance(exc, aiohttp.ClientConnectorDNSError | socket.gaierror):
+    # aiohttp is imported only when something needed it (see _http1): when
+    # it is not, ``exc`` cannot be one of its errors.
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is not None and (failure := _aiohttp_tls(aiohttp, exc, url, where)):
+        return failure
+    if isinstance(exc, socket.gaierror):
+        return Failure(f"cannot resolve host {urlsplit(url).hostname}", retry=False)
+    if isinstance(exc, ssl.SSLError):
+        reason = (exc.reason or "").replace("_", " ").lower() or "TLS error"
+        return Failure(f"TLS error with {where}: {reason}", retry=True)
+    if isinstance(exc, ConnectTimeout) or (
+        aiohttp is not None and isinstance(exc, aiohttp.ConnectionTimeoutError)
+    ):
+        return Failure(f"no connection to {where} within {connect_timeout:g} s", retry=True)
+    if isinstance(exc, TimeoutError):
+        return Failure(f"no data from {where} for {read_timeout:g} s", retry=True)
+    codes = _errno_chain(exc)
+    if errno.ECONNREFUSED in codes:
+        return Failure(f"connection refused by {where}", retry=True)
+    if errno.ECONNRESET in codes or isinstance(exc, ConnectionResetError):
+        return Failure(f"connection reset by {where}", retry=True)
+    if isinstance(exc, ConnectFailure) or (
+        aiohttp is not None and isinstance(exc, aiohttp.ClientConnectorError)
+    ):
+        reason = _strerror(exc.os_error.errno, exc.strerror or "unknown error")
+        return Failure(f"cannot connect to {where}: {reason}", retry=True)
+    if aiohttp is not None and (failure := _aiohttp_other(aiohttp, exc, url, where)):
+        return failure
+    if isinstance(exc, ServerClosed):
+        return Failure(f"connection closed by {where}", retry=True)
+    if isinstance(exc, BodyCut):
+        return Failure(f"body ended early: {where} closed the connection", retry=True)
+    if isinstance(exc, InvalidAnswer):
+        return Failure(f"{where} sent an invalid HTTP response", retry=False)
+    if isinstance(exc, OSError):
+        code = exc.errno if isinstance(exc.errno, int) else None
+        return Failure(f"network error with {where}: {_strerror(code, 'unknown')}", retry=True)
+    return Failure(f"request to {where} failed", retry=False)
+
+
+def _aiohttp_tls(aiohttp: Any, exc: BaseException, url: str, where: str) -> Failure | None:
+    """aiohttp's name-resolution and TLS errors (checked before any other)."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return Failure(f"cannot resolve host {urlsplit(url).hostname}", retry=False)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         cert = exc.certificate_error
@@ -130,32 +179,21 @@ def classify(
         return Failure(f"TLS handshake with {where} failed: {_tls_reason(exc)}", retry=False)
     if isinstance(exc, aiohttp.ServerFingerprintMismatch):
         return Failure(f"TLS certificate of {where} does not match the fingerprint", retry=False)
-    if isinstance(exc, ssl.SSLError):
-        reason = (exc.reason or "").replace("_", " ").lower() or "TLS error"
-        return Failure(f"TLS error with {where}: {reason}", retry=True)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return Failure(f"no connection to {where} within {connect_timeout:g} s", retry=True)
-    if isinstance(exc, TimeoutError):
-        return Failure(f"no data from {where} for {read_timeout:g} s", retry=True)
-    codes = _errno_chain(exc)
-    if errno.ECONNREFUSED in codes:
-        return Failure(f"connection refused by {where}", retry=True)
-    if errno.ECONNRESET in codes or isinstance(exc, ConnectionResetError):
-        return Failure(f"connection reset by {where}", retry=True)
-    if isinstance(exc, aiohttp.ClientConnectorError | ConnectFailure):
-        reason = _strerror(exc.os_error.errno, exc.strerror or "unknown error")
-        return Failure(f"cannot connect to {where}: {reason}", retry=True)
+    return None
+
+
+def _aiohttp_other(aiohttp: Any, exc: BaseException, url: str, where: str) -> Failure | None:
+    """aiohttp's errors after the connection was made."""
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return Failure(f"connection closed by {where}", retry=True)
     if isinstance(exc, aiohttp.ClientPayloadError):
         return Failure(f"body ended early: {where} closed the connection", retry=True)
-    if isinstance(exc, aiohttp.ClientResponseError | InvalidAnswer):
+    if isinstance(exc, aiohttp.ClientResponseError):
         return Failure(f"{where} sent an invalid HTTP response", retry=False)
     if isinstance(exc, aiohttp.InvalidURL):
         return Failure(f"invalid URL {url!r}", retry=False)
     if isinstance(exc, OSError):
-        code = exc.errno if isinstance(exc.errno, int) else None
-        return Failure(f"network error with {where}: {_strerror(code, 'unknown')}", retry=True)
+        return None  # worded below, as any OSError
     if isinstance(exc, aiohttp.ClientConnectionError):
         return Failure(f"connection to {where} failed", retry=True)
-    return Failure(f"request to {where} failed", retry=False)
+    return None

@@ -26,21 +26,19 @@ import os
 import random
 import re
 import stat as stat_module
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from http.cookies import CookieError, SimpleCookie
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
-import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from asyncconc._errors import DownloadError, FetchError, HTTPStatusError, RedirectError, WriteError
 from asyncconc.downloader._failures import classify, is_emfile, is_enospc
-from asyncconc.downloader._http1 import Answer, Connections, InvalidAnswer, usable
+from asyncconc.downloader._http1 import USER_AGENT, Answer, Connections, WireError, usable
 from asyncconc.downloader._index import SavedIndex, SavedRecord
 from asyncconc.downloader._models import (
     DownloadEvent,
@@ -53,16 +51,12 @@ from asyncconc.downloader._models import (
     url_problem,
 )
 from asyncconc.downloader._naming import PART_SUFFIX, NameClaimer, choose_name
-from asyncconc.downloader._segmented import (
-    SegmentedFetch,
-    SegmentRestart,
-    SegmentRetry,
-    resume_segmented,
-    start_segmented,
-)
 from asyncconc.downloader._writing import PartFile, part_path, read_resume_info
 
-__all__ = ["FetchContext", "RetryPolicy", "fetch"]
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["FetchContext", "RetryPolicy", "Sessions", "fetch"]
 
 MAX_REDIRECTS = 10
 # Waits for a free file descriptor before EMFILE counts as a failure after all
@@ -107,15 +101,100 @@ class RetryPolicy:
         return wait
 
 
+class Sessions:
+    """How a downloader reaches servers: its own connections, or aiohttp.
+
+    With no ``session`` of the caller's, plain ``http://`` requests go over
+    :attr:`wire` (:mod:`._http1`), and the aiohttp session for the rest
+    (``https``, ``--split`` segments, cookies) is made on first use, so a
+    run of plain ``http://`` URLs never imports aiohttp (0.3 s of start-up
+    here). A caller's ``session`` carries every request and is never closed
+    here.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession | None,
+        *,
+        timeout: float,
+        limit: int,
+        per_host: int | None,
+    ) -> None:
+        self._session = session
+        self._owned = session is None
+        self.seconds = timeout  # connect and idle-read timeout
+        self._limit = limit
+        self._per_host = per_host
+        self._timeout: aiohttp.ClientTimeout | None = None
+        self.wire = Connections() if self._owned else None
+
+    @property
+    def timeout(self) -> aiohttp.ClientTimeout:
+        """Connect and idle-read timeouts only (a slow but moving transfer
+        may take as long as it takes)."""
+        if self._timeout is None:
+            import aiohttp
+
+            t = self.seconds
+            self._timeout = aiohttp.ClientTimeout(
+                total=None, connect=t, sock_connect=t, sock_read=t
+            )
+        return self._timeout
+
+    def get(self) -> aiohttp.ClientSession:
+        """The aiohttp session, made now if it is the downloader's own."""
+        if self._session is None:
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._per_host or 0)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                timeout=self.timeout,
+                headers={"User-Agent": USER_AGENT},
+            )
+        return self._session
+
+    def wire_for(self, url: str) -> Connections | None:
+        """The connections for ``url`` when it may go around aiohttp."""
+        wire = self.wire
+        if wire is None or not usable(url):
+            return None
+        session = self._session
+        # With cookies in the jar, aiohttp sends them: it takes the request.
+        if session is not None and len(session.cookie_jar):
+            return None
+        return wire
+
+    def keep_cookies(self, headers: CIMultiDictProxy[str], url: str) -> None:
+        """What a ``Set-Cookie`` of an answer on :attr:`wire` asks to keep."""
+        from http.cookies import CookieError, SimpleCookie
+
+        from yarl import URL
+
+        cookies: SimpleCookie = SimpleCookie()
+        for value in headers.getall("Set-Cookie", ()):
+            with contextlib.suppress(CookieError):
+                cookies.load(value)
+        self.get().cookie_jar.update_cookies(cookies, URL(url))
+
+    async def aclose(self) -> None:
+        """Close what is the downloader's own (idempotent)."""
+        if self.wire is not None:
+            await self.wire.aclose()
+        session, self._session = self._session, None
+        if session is not None and self._owned:
+            await session.close()
+
+
 @dataclass(slots=True)
 class FetchContext:
     """What every URL of one run shares."""
 
-    session: aiohttp.ClientSession
+    sessions: Sessions
     dest: Path
     names: NameClaimer
     policy: RetryPolicy
-    timeout: aiohttp.ClientTimeout
     headers: Mapping[str, str]
     overwrite: bool
     resume: bool
@@ -128,9 +207,6 @@ class FetchContext:
     # Re-check recorded complete files with a conditional request.
     update: bool = False
     split: int = 1  # connections per file (--split); see _segmented
-    # asyncconc's own connections for plain http:// GETs (only with a
-    # session of the downloader's own; see _http1).
-    wire: Connections | None = None
     # Set when a write hit ENOSPC: the pipeline starts no new downloads.
     disk_full: bool = False
     _host_slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
@@ -497,10 +573,13 @@ class _Job:
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 response = await self._get(url, headers, foreign=foreign, method=method)
-            except (aiohttp.ClientError, OSError, TimeoutError, InvalidAnswer) as exc:
-                raise self._failure(exc, url) from exc
-            except ValueError as exc:  # e.g. a header aiohttp will not send
-                raise FetchError(f"cannot send the request: {exc}", url=self.request.url) from exc
+            except Exception as exc:
+                if _network_error(exc):
+                    raise self._failure(exc, url) from exc
+                if isinstance(exc, ValueError):  # e.g. a header that cannot be sent
+                    msg = f"cannot send the request: {exc}"
+                    raise FetchError(msg, url=self.request.url) from exc
+                raise
             if response.status not in _REDIRECTS:
                 return response
             location = response.headers.get("Location")
@@ -524,29 +603,27 @@ class _Job:
     async def _get(
         self, url: str, headers: CIMultiDict[str], *, foreign: bool, method: str = "GET"
     ) -> aiohttp.ClientResponse | Answer:
-        session = self.ctx.session
-        wire = self.ctx.wire
-        if (
-            wire is not None
-            and method == "GET"
-            and self.split == 1
-            and usable(url)
-            and not len(session.cookie_jar)
-        ):
-            answer = await wire.get(url, headers, self.ctx.timeout)
+        sessions = self.ctx.sessions
+        # A 200 that may be segmented (--split) is answered through aiohttp.
+        wire = sessions.wire_for(url) if method == "HEAD" or self.split == 1 else None
+        if wire is not None:
+            answer = await wire.get(
+                url,
+                headers,
+                connect_timeout=sessions.seconds,
+                read_timeout=sessions.seconds,
+                method=method,
+            )
             if "Set-Cookie" in answer.headers:
                 # Kept as aiohttp keeps them; with cookies in the jar the
                 # next requests go through aiohttp, which sends them.
-                cookies: SimpleCookie = SimpleCookie()
-                for value in answer.headers.getall("Set-Cookie"):
-                    with contextlib.suppress(CookieError):
-                        cookies.load(value)
-                session.cookie_jar.update_cookies(cookies, URL(url))
+                sessions.keep_cookies(answer.headers, url)
             return answer
+        session = sessions.get()
         options: dict[str, Any] = {
             "allow_redirects": False,
             "auto_decompress": False,
-            "timeout": self.ctx.timeout,
+            "timeout": sessions.timeout,
         }
         if not (foreign and _carries_credentials(session)):
             return await session.request(method, url, headers=headers, **options)
@@ -558,6 +635,8 @@ class _Job:
             (k, v) for k, v in session.headers.items() if k.lower() not in _ORIGIN_BOUND_LOWER
         )
         merged.update(headers)
+        import aiohttp  # the session above imported it
+
         bare = aiohttp.ClientSession(connector=session.connector, connector_owner=False)
         try:
             return await bare.request(method, url, headers=merged, **options)
@@ -612,7 +691,7 @@ class _Job:
             self._check_inside()
 
         if status == 200 and self.split > 1:
-            assert isinstance(response, aiohttp.ClientResponse)  # _get's rule
+            assert not isinstance(response, Answer)  # _get's rule
             segmented = await self._segmented(response, None)
             if segmented is not None:
                 return segmented
@@ -663,7 +742,9 @@ class _Job:
                     except WriteError as exc:
                         raise self._write_failure(exc) from exc
                     emit(DownloadProgress(url, len(chunk)))
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+            except Exception as exc:
+                if not _body_error(exc):
+                    raise
                 raise self._failure(exc, str(response.url)) from exc
             self.size = part.size
             if expected is not None and part.size < expected:
@@ -691,14 +772,22 @@ class _Job:
 
         ``None``: the answer cannot be segmented; it is saved on one connection.
         """
+        from asyncconc.downloader._segmented import (  # aiohttp: only when splitting
+            SegmentedFetch,
+            SegmentRestart,
+            SegmentRetry,
+            resume_segmented,
+            start_segmented,
+        )
+
         assert self.rel is not None
         fetch = SegmentedFetch(
-            session=self.ctx.session,
+            session=self.ctx.sessions.get(),
             url=self.request.url,
             rel=self.rel.as_posix(),
             target=Path(self.target),
             headers=self.ctx.headers,
-            timeout=self.ctx.timeout,
+            timeout=self.ctx.sessions.timeout,
             emit=self.ctx.emit,
             checksum=self._checksum,
             expected_sha256=self.request.sha256,
@@ -763,10 +852,8 @@ class _Job:
 
     def _failure(self, exc: BaseException, url: str) -> Exception:
         """The exception to raise for ``exc``: retried, waited for, or final."""
-        timeout = self.ctx.timeout
-        failure = classify(
-            exc, url, connect_timeout=timeout.sock_connect, read_timeout=timeout.sock_read
-        )
+        seconds = self.ctx.sessions.seconds
+        failure = classify(exc, url, connect_timeout=seconds, read_timeout=seconds)
         if failure.retry:
             return _Transient(failure.message, backpressure=failure.backpressure)
         return FetchError(failure.message, url=self.request.url)
@@ -783,6 +870,24 @@ class _Job:
 
     def _discard_part(self) -> None:
         PartFile(self.target, url=self.request.url, etag=None, last_modified=None).discard()
+
+
+def _network_error(exc: Exception) -> bool:
+    """Whether ``exc`` from sending a request is the network's (or server's) doing."""
+    if isinstance(exc, WireError | OSError | TimeoutError):
+        return True
+    aiohttp = sys.modules.get("aiohttp")  # not imported: not one of its errors
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientError)
+
+
+def _body_error(exc: Exception) -> bool:
+    """Whether ``exc`` from reading a body is the network's (or server's) doing."""
+    if isinstance(exc, WireError | TimeoutError):
+        return True
+    aiohttp = sys.modules.get("aiohttp")
+    return aiohttp is not None and isinstance(
+        exc, aiohttp.ClientPayloadError | aiohttp.ClientConnectionError
+    )
 
 
 async def _aiohttp_pieces(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

@@ -24,14 +24,15 @@ the request instead:
   response: ``status``, ``reason``, ``headers``, ``content_length``,
   ``url``, :meth:`Answer.release` and the body as :meth:`Answer.pieces`.
 
-Everything else stays on aiohttp: ``https``, HEAD requests, ``--split``
-segments, a session the caller passed in (its proxy, cookies, auth, limits
-and tracing are the caller's), and any request while the session's cookie
-jar holds cookies (a ``Set-Cookie`` answered here goes into that jar, so
-the next request sends it through aiohttp, exactly as before). Errors are
-raised as the exceptions :func:`~asyncconc.downloader._failures.classify`
-knows (aiohttp's own classes where one fits), so the messages and retry
-decisions are the same on both paths.
+Everything else goes through aiohttp, imported only then (it costs 0.3 s
+of start-up here): ``https``, ``--split`` segments, a session the caller
+passed in (its proxy, cookies, auth, limits and tracing are the caller's),
+and any request while the session's cookie jar holds cookies (a
+``Set-Cookie`` answered here goes into that jar, so the next request sends
+it through aiohttp, exactly as before). Errors are raised as
+:class:`WireError` subclasses that
+:func:`~asyncconc.downloader._failures.classify` words and decides exactly
+as it does aiohttp's matching errors.
 
 A reused connection that the server had closed (an idle keep-alive it
 dropped) fails before the first byte of the answer; such a request is sent
@@ -48,13 +49,24 @@ import socket
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
-import aiohttp
 import httptools
-from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-__all__ = ["Answer", "ConnectFailure", "Connections", "InvalidAnswer", "usable"]
+from asyncconc import __version__
+
+__all__ = [
+    "USER_AGENT",
+    "Answer",
+    "BodyCut",
+    "ConnectFailure",
+    "ConnectTimeout",
+    "Connections",
+    "InvalidAnswer",
+    "ServerClosed",
+    "WireError",
+    "usable",
+]
 
 BUFFER = 256 * 1024
 # A buffer with less room than this left is replaced before the next read.
@@ -70,14 +82,32 @@ MAX_IDLE = 100
 KEEPALIVE = 15.0
 _HEAD_END = b"\r\n\r\n"
 _NO_BODY_STATUSES = frozenset({204, 304})
-_DEFAULT_HEADERS = (("Accept", "*/*"), ("User-Agent", SERVER_SOFTWARE))
+# The downloader's own sessions say who asks, on both paths.
+USER_AGENT = f"asyncconc/{__version__}"
+_DEFAULT_HEADERS = (("Accept", "*/*"), ("User-Agent", USER_AGENT))
 
 
-class InvalidAnswer(Exception):
+class WireError(Exception):
+    """A failure on this path; :func:`~._failures.classify` words each kind."""
+
+
+class InvalidAnswer(WireError):
     """The server's bytes are not an HTTP/1.x response (never retried)."""
 
 
-class ConnectFailure(OSError):
+class ServerClosed(WireError):
+    """The connection ended before the head of the answer."""
+
+
+class BodyCut(WireError):
+    """The connection ended (or the body broke) before the body's end."""
+
+
+class ConnectTimeout(WireError, TimeoutError):
+    """No TCP connection within the connect timeout."""
+
+
+class ConnectFailure(WireError, OSError):
     """The TCP connection could not be made (``os_error``: why)."""
 
     def __init__(self, os_error: OSError) -> None:
@@ -119,6 +149,7 @@ class _Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self._lost_exc = exc
+        self._owner._gone(self)
         if self._answer is not None:
             self._answer._on_lost(exc)
 
@@ -156,9 +187,12 @@ class _Connection(asyncio.BufferedProtocol):
         self._head_from, self._fill = 0, keep
 
     def _close(self) -> None:
+        # abort, not close: nothing of ours is worth flushing (a request is
+        # sent whole or not at all), and close() would wait on a peer that
+        # does not read before connection_lost, which aclose() awaits.
         self.lost = True
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
     # -- for Answer and Connections -------------------------------------------
 
@@ -184,9 +218,12 @@ class _Connection(asyncio.BufferedProtocol):
 class Answer:
     """One response on a :class:`_Connection` (see the module docstring)."""
 
-    def __init__(self, conn: _Connection, url: str, read_timeout: float | None) -> None:
+    def __init__(
+        self, conn: _Connection, url: str, read_timeout: float | None, *, head_only: bool = False
+    ) -> None:
         self._conn = conn
         self.url = url
+        self._head_only = head_only
         self._timeout = read_timeout
         self._loop = asyncio.get_running_loop()
         self.status = 0
@@ -273,7 +310,7 @@ class Answer:
         if length is not None:
             # llhttp refused duplicates and non-digits already.
             self.content_length = int(length)
-        if status in _NO_BODY_STATUSES:
+        if status in _NO_BODY_STATUSES or self._head_only:
             self._finish()
         elif "Transfer-Encoding" not in headers and self.content_length is not None:
             self._left = self.content_length
@@ -305,7 +342,7 @@ class Answer:
         try:
             self._parser.feed_data(piece)
         except httptools.HttpParserError as exc:
-            self._fail(aiohttp.ClientPayloadError(f"an invalid body: {exc}"))
+            self._fail(BodyCut(f"an invalid body: {exc}"))
 
     def _push(self, piece: _Piece) -> None:
         if not piece:
@@ -343,9 +380,9 @@ class Answer:
             return
         if self._error is None:
             if self._in_head:
-                error: BaseException = aiohttp.ServerDisconnectedError()
+                error: BaseException = ServerClosed("the connection closed before the head")
             else:
-                error = aiohttp.ClientPayloadError("the connection closed before the end")
+                error = BodyCut("the connection closed before the end")
             if exc is not None:
                 error.__cause__ = exc
             self._error = error
@@ -415,12 +452,20 @@ class Connections:
 
     def __init__(self) -> None:
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._open: set[_Connection] = set()  # connected, not yet lost
+        self._all_gone: asyncio.Event | None = None
         self._closed = False
 
     async def get(
-        self, url: str, headers: Mapping[str, str], timeout: aiohttp.ClientTimeout
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+        method: str = "GET",
     ) -> Answer:
-        """Send a GET for ``url`` and wait for the head of the answer.
+        """Send a GET (or HEAD) for ``url`` and wait for the head of the answer.
 
         Raises ``ValueError`` for a header that cannot be sent, and what
         :func:`~asyncconc.downloader._failures.classify` knows for the rest.
@@ -428,21 +473,21 @@ class Connections:
         parsed = URL(url)
         host = parsed.raw_host
         if not host:
-            raise aiohttp.InvalidURL(url)
+            raise InvalidAnswer(f"no host in {url!r}")
         key = (host, parsed.port or 80)
-        request = _request_bytes(parsed, headers)
+        request = _request_bytes(method, parsed, headers)
         for _ in range(2):
             conn = self._take(key)
             reused = conn is not None
             if conn is None:
-                conn = await self._connect(key, timeout.sock_connect)
-            answer = Answer(conn, url, timeout.sock_read)
+                conn = await self._connect(key, connect_timeout)
+            answer = Answer(conn, url, read_timeout, head_only=method == "HEAD")
             conn.begin(answer)
             assert conn.transport is not None
             conn.transport.write(request)
             try:
                 await answer.head()
-            except (aiohttp.ServerDisconnectedError, ConnectionResetError):
+            except (ServerClosed, ConnectionResetError):
                 answer.release()
                 if reused and not answer.received_any:
                     continue  # a keep-alive the server had dropped: once more
@@ -451,7 +496,7 @@ class Connections:
                 answer.release()
                 raise
             return answer
-        raise aiohttp.ServerDisconnectedError()
+        raise ServerClosed("the connection closed before the head")
 
     def _take(self, key: tuple[str, int]) -> _Connection | None:
         idle = self._idle.get(key)
@@ -482,29 +527,42 @@ class Connections:
                     lambda: _Connection(self, key), key[0], key[1]
                 )
         except TimeoutError as exc:
-            raise aiohttp.ConnectionTimeoutError(
-                f"no connection to {key[0]}:{key[1]} within {timeout} s"
-            ) from exc
+            raise ConnectTimeout(f"no connection to {key[0]}:{key[1]} within {timeout} s") from exc
         except socket.gaierror:
             raise
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 raise
             raise ConnectFailure(exc) from exc
+        if self._closed:  # closed while connecting
+            conn._close()
+            raise ServerClosed("the downloader closed")
+        self._open.add(conn)
         return conn
 
-    def close(self) -> None:
-        """Close every idle connection; those in use close when released."""
+    def _gone(self, conn: _Connection) -> None:
+        self._open.discard(conn)
+        if not self._open and self._all_gone is not None:
+            self._all_gone.set()
+
+    async def aclose(self) -> None:
+        """Close every connection and wait until each is closed (idempotent).
+
+        A connection in use is closed too: its answer ends with an error.
+        """
         self._closed = True
-        for idle in self._idle.values():
-            for conn in idle:
-                conn._close()
         self._idle.clear()
+        if not self._open:
+            return
+        self._all_gone = asyncio.Event()
+        for conn in list(self._open):
+            conn._close()
+        await self._all_gone.wait()
 
 
-def _request_bytes(url: URL, headers: Mapping[str, str]) -> bytes:
+def _request_bytes(method: str, url: URL, headers: Mapping[str, str]) -> bytes:
     """The request head, as aiohttp would send it (header names and defaults)."""
-    lines = [f"GET {url.raw_path_qs} HTTP/1.1"]
+    lines = [f"{method} {url.raw_path_qs} HTTP/1.1"]
     given = {name.lower() for name in headers}
     if "host" not in given:
         lines.append(f"Host: {url.host_port_subcomponent}")

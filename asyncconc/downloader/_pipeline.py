@@ -1,7 +1,9 @@
 """The downloader: many URLs at once on one event loop.
 
-:class:`Downloader` owns (or borrows) one :class:`aiohttp.ClientSession` and
-runs up to ``concurrency`` downloads at a time. The one-shot
+:class:`Downloader` reaches servers through :class:`~._fetching.Sessions`
+(its own connections for plain ``http://``, an aiohttp session made on
+first use for the rest, or the caller's session for everything) and runs
+up to ``concurrency`` downloads at a time. The one-shot
 :func:`~asyncconc.download` lives in :mod:`._download`, above this module and
 :mod:`._sharded` (which imports this one), so the two form no cycle.
 
@@ -30,13 +32,10 @@ import os
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypedDict
-
-import aiohttp
+from typing import TYPE_CHECKING, Self, TypedDict
 
 from asyncconc._errors import ClosedError
-from asyncconc.downloader._fetching import FetchContext, RetryPolicy, fetch
-from asyncconc.downloader._http1 import Connections
+from asyncconc.downloader._fetching import FetchContext, RetryPolicy, Sessions, fetch
 from asyncconc.downloader._index import SavedIndex
 from asyncconc.downloader._limits import fd_concurrency
 from asyncconc.downloader._models import (
@@ -46,6 +45,9 @@ from asyncconc.downloader._models import (
     DownloadResult,
 )
 from asyncconc.downloader._naming import NameAllocator, NameClaimer, name_max
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["Downloader", "DownloaderOptions"]
 
@@ -157,15 +159,10 @@ class Downloader:
         self.update = update
         self.split = split
         self.policy = RetryPolicy(retries, backoff, backoff_max, retry_after_max)
-        # Connect and idle-read timeouts only: a slow-but-moving transfer
-        # may take as long as it takes.
-        self.timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
-        )
+        self.timeout = timeout
         self._on_event = on_event or _ignore
         self._session = session
-        self._owns_session = session is None
-        self._wire: Connections | None = None
+        self._sessions: Sessions | None = None
         self._state = _State.UNOPENED
         # Every download task of every stream, so that aclose() can stop a
         # stream whose consumer broke out of its loop without closing it.
@@ -174,16 +171,14 @@ class Downloader:
     async def __aenter__(self) -> Self:
         if self._state is not _State.UNOPENED:
             raise ClosedError("a Downloader can be entered only once")
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=max(100, self.concurrency), limit_per_host=self.per_host or 0
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, timeout=self.timeout
-            )
-            # Plain http:// GETs on connections of our own (see _http1):
-            # only with our own session, never with one the caller set up.
-            self._wire = Connections()
+        # Our own connections for plain http:// and an aiohttp session made
+        # on first use, or the caller's session for everything (Sessions).
+        self._sessions = Sessions(
+            self._session,
+            timeout=self.timeout,
+            limit=max(100, self.concurrency),
+            per_host=self.per_host,
+        )
         self._state = _State.OPEN
         return self
 
@@ -210,25 +205,21 @@ class Downloader:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        session, self._session = self._session, None
-        wire, self._wire = self._wire, None
-        if wire is not None:
-            wire.close()
-        if session is not None and self._owns_session:
-            await session.close()
+        sessions, self._sessions = self._sessions, None
+        if sessions is not None:
+            await sessions.aclose()
 
     def _context(
         self, names: NameClaimer | None = None, index_bytes: int | None = None
     ) -> FetchContext:
-        if self._state is not _State.OPEN or self._session is None:
+        if self._state is not _State.OPEN or self._sessions is None:
             raise ClosedError("the Downloader is not open (use 'async with Downloader(...)')")
         self.dest.mkdir(parents=True, exist_ok=True)
         return FetchContext(
-            session=self._session,
+            sessions=self._sessions,
             dest=self.dest,
             names=names if names is not None else NameAllocator(),
             policy=self.policy,
-            timeout=self.timeout,
             headers=self.headers,
             overwrite=self.overwrite,
             resume=self.resume,
@@ -239,7 +230,6 @@ class Downloader:
             index=SavedIndex.load(self.dest, upto=index_bytes),
             update=self.update,
             split=self.split,
-            wire=self._wire,
         )
 
     async def stream(self, urls: Iterable[UrlLike]) -> AsyncGenerator[DownloadResult, None]:

@@ -51,9 +51,7 @@ import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from asyncconc._errors import WriteError
 from asyncconc.downloader._naming import PART_SUFFIX
@@ -68,6 +66,9 @@ from asyncconc.downloader._segmented import (
     _Segment,
     _State,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["Delegations", "SegmentHelper"]
 
@@ -143,6 +144,8 @@ class SegmentHelper:
 
     def start(self, owner: int, job: int, spec: dict[str, Any]) -> None:
         if self._session is None:
+            import aiohttp  # only a process that helps with segments needs it
+
             self._session = aiohttp.ClientSession(auto_decompress=False)
         task = asyncio.get_running_loop().create_task(self._run(owner, job, spec))
         self._tasks[owner, job] = task

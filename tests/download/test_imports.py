@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import asyncconc.downloader
+from asyncconc.testing import FileServer
 
 PACKAGE = Path(asyncconc.downloader.__file__).parent
 PREFIX = "asyncconc.downloader."
@@ -113,3 +114,39 @@ def test_only_the_command_line_tunes_the_allocator(tmp_path: Path) -> None:
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     expected = "False True" if glibc else "False False"
     assert out.stdout.splitlines()[-1] == expected, out.stdout + out.stderr
+
+
+def _cli_modules(urls: list[str], folder: Path, *options: str) -> list[str]:
+    """Run ``download`` in a fresh interpreter; the aiohttp modules it loaded."""
+    listing = folder / "urls.txt"
+    listing.write_text("".join(url + "\n" for url in urls))
+    out = str(folder / "out")
+    code = (
+        "import sys\n"
+        "from asyncconc.cli import main\n"
+        f"args = ['download', {str(listing)!r}, '-o', {out!r}, '-q', *{options!r}]\n"
+        "rc = main(args)\n"
+        "print(rc, sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp')[:3])\n"
+    )
+    return _python(code).stdout.splitlines()[-1].split(" ", 1)
+
+
+def test_a_run_of_plain_http_urls_never_imports_aiohttp(
+    threaded_server: FileServer, tmp_path: Path
+) -> None:
+    # aiohttp's import is 0.3 s of start-up here; plain http:// goes over
+    # asyncconc's own connections (downloader/_http1.py) and skips it.
+    threaded_server.add_generated("a.bin", 300_000)
+    threaded_server.add_bytes("b.txt", b"b")
+    urls = [threaded_server.url("a.bin"), threaded_server.url("b.txt")]
+    assert _cli_modules(urls, tmp_path) == ["0", "[]"]
+    assert (tmp_path / "out" / "b.txt").read_bytes() == b"b"
+
+
+def test_a_split_download_does_import_aiohttp(threaded_server: FileServer, tmp_path: Path) -> None:
+    # The counterpart: --split segments go through aiohttp, made on first use.
+    threaded_server.add_generated("big.bin", 3 << 20)
+    rc, loaded = _cli_modules([threaded_server.url("big.bin")], tmp_path, "--split", "2")
+    assert rc == "0"
+    assert loaded != "[]"
+    assert (tmp_path / "out" / "big.bin").stat().st_size == 3 << 20
