@@ -26,7 +26,6 @@ import os
 import random
 import re
 import stat as stat_module
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from asyncconc._errors import DownloadError, FetchError, HTTPStatusError, RedirectError, WriteError
 from asyncconc.downloader._failures import classify, is_emfile, is_enospc
-from asyncconc.downloader._http1 import USER_AGENT, Answer, Connections, WireError, usable
+from asyncconc.downloader._http1 import Answer
 from asyncconc.downloader._index import SavedIndex, SavedRecord
 from asyncconc.downloader._models import (
     DownloadEvent,
@@ -51,12 +50,13 @@ from asyncconc.downloader._models import (
     url_problem,
 )
 from asyncconc.downloader._naming import PART_SUFFIX, NameClaimer, choose_name
+from asyncconc.downloader._sessions import Sessions, is_body_error, is_network_error
 from asyncconc.downloader._writing import PartFile, part_path, read_resume_info
 
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["FetchContext", "RetryPolicy", "Sessions", "fetch"]
+__all__ = ["FetchContext", "RetryPolicy", "fetch"]
 
 MAX_REDIRECTS = 10
 # Waits for a free file descriptor before EMFILE counts as a failure after all
@@ -99,92 +99,6 @@ class RetryPolicy:
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.retry_after_max))
         return wait
-
-
-class Sessions:
-    """How a downloader reaches servers: its own connections, or aiohttp.
-
-    With no ``session`` of the caller's, plain ``http://`` requests go over
-    :attr:`wire` (:mod:`._http1`), and the aiohttp session for the rest
-    (``https``, ``--split`` segments, cookies) is made on first use, so a
-    run of plain ``http://`` URLs never imports aiohttp (0.3 s of start-up
-    here). A caller's ``session`` carries every request and is never closed
-    here.
-    """
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession | None,
-        *,
-        timeout: float,
-        limit: int,
-        per_host: int | None,
-    ) -> None:
-        self._session = session
-        self._owned = session is None
-        self.seconds = timeout  # connect and idle-read timeout
-        self._limit = limit
-        self._per_host = per_host
-        self._timeout: aiohttp.ClientTimeout | None = None
-        self.wire = Connections() if self._owned else None
-
-    @property
-    def timeout(self) -> aiohttp.ClientTimeout:
-        """Connect and idle-read timeouts only (a slow but moving transfer
-        may take as long as it takes)."""
-        if self._timeout is None:
-            import aiohttp
-
-            t = self.seconds
-            self._timeout = aiohttp.ClientTimeout(
-                total=None, connect=t, sock_connect=t, sock_read=t
-            )
-        return self._timeout
-
-    def get(self) -> aiohttp.ClientSession:
-        """The aiohttp session, made now if it is the downloader's own."""
-        if self._session is None:
-            import aiohttp
-
-            connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=self._per_host or 0)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                timeout=self.timeout,
-                headers={"User-Agent": USER_AGENT},
-            )
-        return self._session
-
-    def wire_for(self, url: str) -> Connections | None:
-        """The connections for ``url`` when it may go around aiohttp."""
-        wire = self.wire
-        if wire is None or not usable(url):
-            return None
-        session = self._session
-        # With cookies in the jar, aiohttp sends them: it takes the request.
-        if session is not None and len(session.cookie_jar):
-            return None
-        return wire
-
-    def keep_cookies(self, headers: CIMultiDictProxy[str], url: str) -> None:
-        """What a ``Set-Cookie`` of an answer on :attr:`wire` asks to keep."""
-        from http.cookies import CookieError, SimpleCookie
-
-        from yarl import URL
-
-        cookies: SimpleCookie = SimpleCookie()
-        for value in headers.getall("Set-Cookie", ()):
-            with contextlib.suppress(CookieError):
-                cookies.load(value)
-        self.get().cookie_jar.update_cookies(cookies, URL(url))
-
-    async def aclose(self) -> None:
-        """Close what is the downloader's own (idempotent)."""
-        if self.wire is not None:
-            await self.wire.aclose()
-        session, self._session = self._session, None
-        if session is not None and self._owned:
-            await session.close()
 
 
 @dataclass(slots=True)
@@ -574,7 +488,7 @@ class _Job:
             try:
                 response = await self._get(url, headers, foreign=foreign, method=method)
             except Exception as exc:
-                if _network_error(exc):
+                if is_network_error(exc):
                     raise self._failure(exc, url) from exc
                 if isinstance(exc, ValueError):  # e.g. a header that cannot be sent
                     msg = f"cannot send the request: {exc}"
@@ -604,8 +518,7 @@ class _Job:
         self, url: str, headers: CIMultiDict[str], *, foreign: bool, method: str = "GET"
     ) -> aiohttp.ClientResponse | Answer:
         sessions = self.ctx.sessions
-        # A 200 that may be segmented (--split) is answered through aiohttp.
-        wire = sessions.wire_for(url) if method == "HEAD" or self.split == 1 else None
+        wire = sessions.wire_for(url)
         if wire is not None:
             answer = await wire.get(
                 url,
@@ -691,7 +604,6 @@ class _Job:
             self._check_inside()
 
         if status == 200 and self.split > 1:
-            assert not isinstance(response, Answer)  # _get's rule
             segmented = await self._segmented(response, None)
             if segmented is not None:
                 return segmented
@@ -743,7 +655,7 @@ class _Job:
                         raise self._write_failure(exc) from exc
                     emit(DownloadProgress(url, len(chunk)))
             except Exception as exc:
-                if not _body_error(exc):
+                if not is_body_error(exc):
                     raise
                 raise self._failure(exc, str(response.url)) from exc
             self.size = part.size
@@ -766,13 +678,13 @@ class _Job:
         return self.result("ok", sha256=digest)
 
     async def _segmented(
-        self, response: aiohttp.ClientResponse | None, state: dict[str, Any] | None
+        self, response: aiohttp.ClientResponse | Answer | None, state: dict[str, Any] | None
     ) -> DownloadResult | None:
         """The ``--split`` path: a fresh ``response`` (200) or a saved ``state``.
 
         ``None``: the answer cannot be segmented; it is saved on one connection.
         """
-        from asyncconc.downloader._segmented import (  # aiohttp: only when splitting
+        from asyncconc.downloader._segmented import (  # only when splitting
             SegmentedFetch,
             SegmentRestart,
             SegmentRetry,
@@ -782,12 +694,11 @@ class _Job:
 
         assert self.rel is not None
         fetch = SegmentedFetch(
-            session=self.ctx.sessions.get(),
+            sessions=self.ctx.sessions,
             url=self.request.url,
             rel=self.rel.as_posix(),
             target=Path(self.target),
             headers=self.ctx.headers,
-            timeout=self.ctx.sessions.timeout,
             emit=self.ctx.emit,
             checksum=self._checksum,
             expected_sha256=self.request.sha256,
@@ -870,24 +781,6 @@ class _Job:
 
     def _discard_part(self) -> None:
         PartFile(self.target, url=self.request.url, etag=None, last_modified=None).discard()
-
-
-def _network_error(exc: Exception) -> bool:
-    """Whether ``exc`` from sending a request is the network's (or server's) doing."""
-    if isinstance(exc, WireError | OSError | TimeoutError):
-        return True
-    aiohttp = sys.modules.get("aiohttp")  # not imported: not one of its errors
-    return aiohttp is not None and isinstance(exc, aiohttp.ClientError)
-
-
-def _body_error(exc: Exception) -> bool:
-    """Whether ``exc`` from reading a body is the network's (or server's) doing."""
-    if isinstance(exc, WireError | TimeoutError):
-        return True
-    aiohttp = sys.modules.get("aiohttp")
-    return aiohttp is not None and isinstance(
-        exc, aiohttp.ClientPayloadError | aiohttp.ClientConnectionError
-    )
 
 
 async def _aiohttp_pieces(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

@@ -1,6 +1,6 @@
 """The downloader: many URLs at once on one event loop.
 
-:class:`Downloader` reaches servers through :class:`~._fetching.Sessions`
+:class:`Downloader` reaches servers through :class:`~._sessions.Sessions`
 (its own connections for plain ``http://``, an aiohttp session made on
 first use for the rest, or the caller's session for everything) and runs
 up to ``concurrency`` downloads at a time. The one-shot
@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypedDict
 
 from asyncconc._errors import ClosedError
-from asyncconc.downloader._fetching import FetchContext, RetryPolicy, Sessions, fetch
+from asyncconc.downloader._fetching import FetchContext, RetryPolicy, fetch
 from asyncconc.downloader._index import SavedIndex
 from asyncconc.downloader._limits import fd_concurrency
 from asyncconc.downloader._models import (
@@ -45,6 +45,7 @@ from asyncconc.downloader._models import (
     DownloadResult,
 )
 from asyncconc.downloader._naming import NameAllocator, NameClaimer, name_max
+from asyncconc.downloader._sessions import Sessions
 
 if TYPE_CHECKING:
     import aiohttp

@@ -66,14 +66,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from asyncconc._errors import IntegrityError, WriteError
+from asyncconc.downloader._http1 import Answer
 from asyncconc.downloader._models import DownloadEvent, DownloadProgress, DownloadStarted
+from asyncconc.downloader._sessions import Sessions, is_body_error
 from asyncconc.downloader._writing import FLUSH_AGE, FLUSH_BYTES, meta_path, part_path
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import aiohttp
+
+    Response = aiohttp.ClientResponse | Answer
 
 __all__ = [
     "MIN_SEGMENT",
@@ -147,12 +154,11 @@ SEGMENT_HELPERS: contextvars.ContextVar[SegmentHelpers | None] = contextvars.Con
 class SegmentedFetch:
     """What one segmented download needs from its caller."""
 
-    session: aiohttp.ClientSession
+    sessions: Sessions
     url: str
     rel: str
     target: Path
     headers: Mapping[str, str]
-    timeout: aiohttp.ClientTimeout
     emit: Callable[[DownloadEvent], None]
     checksum: bool
     expected_sha256: str | None
@@ -166,7 +172,7 @@ class _Segment:
     saved: int = 0  # ``done`` as last recorded in the sidecar
     pending: threading.Event | None = None  # set when the write in flight is over
     future: asyncio.Future[None] | None = None  # that write, for the loop side
-    chunks: list[bytes] = field(default_factory=list)  # received, not yet handed over
+    chunks: list[bytes | memoryview] = field(default_factory=list)  # received, not yet handed over
     gathered: int = 0  # their length
     next_offset: int = 0  # where ``chunks`` go
     timer: asyncio.TimerHandle | None = None  # the FLUSH_AGE flush
@@ -268,7 +274,7 @@ class _State:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
-    def write(self, segment: _Segment, chunks: list[bytes], offset: int) -> None:
+    def write(self, segment: _Segment, chunks: list[bytes | memoryview], offset: int) -> None:
         """Worker thread: ``chunks`` at ``offset``; then count them as done."""
         assert self.fd is not None
         total = sum(map(len, chunks))
@@ -297,7 +303,7 @@ def _same_origin(a: str, b: str) -> bool:
 
 
 async def start_segmented(
-    fetch: SegmentedFetch, response: aiohttp.ClientResponse, split: int
+    fetch: SegmentedFetch, response: Response, split: int
 ) -> tuple[int, str | None] | None:
     """Download ``fetch.url`` in segments, reading the first from ``response`` (a 200).
 
@@ -372,7 +378,7 @@ async def resume_segmented(
     return await _run(state, None)
 
 
-async def _run(state: _State, first: aiohttp.ClientResponse | None) -> tuple[int, str | None]:
+async def _run(state: _State, first: Response | None) -> tuple[int, str | None]:
     """Fill every unfinished segment at once; commit when all are complete."""
     committed = False
     helpers = SEGMENT_HELPERS.get()
@@ -461,18 +467,22 @@ async def _commit(state: _State) -> str | None:
         raise WriteError(f"cannot write {fetch.target}: {exc.strerror}", url=fetch.url) from exc
 
 
-async def _fill(state: _State, segment: _Segment, response: aiohttp.ClientResponse | None) -> None:
+async def _fill(state: _State, segment: _Segment, response: Response | None) -> None:
     """Receive the rest of ``segment`` (from ``response``, or a new Range request)."""
     owned = response is None
     try:
         if response is None:
             response = await _request_range(state, segment)
         await _receive(state, segment, response)
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+    except Exception as exc:
+        if not (is_body_error(exc) or isinstance(exc, OSError)):
+            raise
         raise SegmentRetry(f"segment at {segment.start}: {type(exc).__name__}: {exc}") from exc
     finally:
         if response is not None:
-            if owned and segment.complete:
+            if isinstance(response, Answer):
+                response.release()  # kept when read to its end, else closed
+            elif owned and segment.complete:
                 response.release()  # the range was read to its end: keep the connection
             else:
                 response.close()  # the first answer goes on with the whole file: stop it
@@ -490,7 +500,7 @@ def helper_spec(state: _State, segment: _Segment) -> dict[str, Any]:
         # The .part's identity: a helper writes only into this very file.
         "inode": (info.st_dev, info.st_ino),
         "headers": dict(fetch.headers),
-        "timeout": fetch.timeout,
+        "timeout": fetch.sessions.seconds,
         "total": state.total,
         "etag": state.etag,
         "last_modified": state.last_modified,
@@ -520,7 +530,7 @@ async def _delegated(state: _State, segment: _Segment, helpers: SegmentHelpers) 
     await _fill(state, segment, None)  # a helper that failed or died: this process does it
 
 
-async def _request_range(state: _State, segment: _Segment) -> aiohttp.ClientResponse:
+async def _request_range(state: _State, segment: _Segment) -> Response:
     fetch = state.fetch
     first = segment.start + segment.done
     headers = dict(fetch.headers)
@@ -529,13 +539,20 @@ async def _request_range(state: _State, segment: _Segment) -> aiohttp.ClientResp
     validator = _validator(state.etag, state.last_modified)
     if validator:
         headers["If-Range"] = validator
-    response = await fetch.session.get(
-        state.url,
-        headers=headers,
-        allow_redirects=False,
-        auto_decompress=False,
-        timeout=fetch.timeout,
-    )
+    sessions = fetch.sessions
+    wire = sessions.wire_for(state.url)
+    response: Response
+    if wire is not None:
+        seconds = sessions.seconds
+        response = await wire.get(state.url, headers, connect_timeout=seconds, read_timeout=seconds)
+    else:
+        response = await sessions.get().get(
+            state.url,
+            headers=headers,
+            allow_redirects=False,
+            auto_decompress=False,
+            timeout=sessions.timeout,
+        )
     problem = _check_206(state, response, first)
     if problem is not None:
         response.release()
@@ -543,7 +560,7 @@ async def _request_range(state: _State, segment: _Segment) -> aiohttp.ClientResp
     return response
 
 
-def _check_206(state: _State, response: aiohttp.ClientResponse, first: int) -> BaseException | None:
+def _check_206(state: _State, response: Response, first: int) -> BaseException | None:
     status = response.status
     if status == 200:
         return SegmentRestart("the server ignored the Range or the file changed", split_off=True)
@@ -574,18 +591,14 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return int(first), int(total)
 
 
-async def _receive(state: _State, segment: _Segment, response: aiohttp.ClientResponse) -> None:
+async def _receive(state: _State, segment: _Segment, response: Response) -> None:
     emit = state.fetch.emit
     url = state.fetch.url
     segment.next_offset = segment.start + segment.done
     left = segment.end - segment.next_offset
     loop = asyncio.get_running_loop()
     try:
-        # iter_chunks, not iter_any: each piece as received (iter_any joins
-        # what is buffered into a new bytes, a copy of every byte).
-        async for chunk, _ in response.content.iter_chunks():
-            if not chunk:
-                continue  # the end of a chunk of a chunked body
+        async for chunk in _pieces(response):
             if len(chunk) > left:
                 chunk = chunk[:left]
             if not segment.chunks and segment.timer is None:
@@ -610,6 +623,19 @@ async def _receive(state: _State, segment: _Segment, response: aiohttp.ClientRes
             segment.timer = None
     if not segment.complete:
         raise SegmentRetry(f"segment at {segment.start} ended early")
+
+
+async def _pieces(response: Response) -> AsyncIterator[bytes | memoryview]:
+    """The body as received, from either path."""
+    if isinstance(response, Answer):
+        async for piece in response.pieces():
+            yield piece
+        return
+    # iter_chunks, not iter_any: each piece as received (iter_any joins what
+    # is buffered into a new bytes, a copy of every byte).
+    async for chunk, _ in response.content.iter_chunks():
+        if chunk:  # b"": the end of a chunk of a chunked body
+            yield chunk
 
 
 async def _wait(state: _State, segment: _Segment) -> None:

@@ -51,7 +51,7 @@ import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asyncconc._errors import WriteError
 from asyncconc.downloader._naming import PART_SUFFIX
@@ -66,9 +66,7 @@ from asyncconc.downloader._segmented import (
     _Segment,
     _State,
 )
-
-if TYPE_CHECKING:
-    import aiohttp
+from asyncconc.downloader._sessions import Sessions
 
 __all__ = ["Delegations", "SegmentHelper"]
 
@@ -140,13 +138,12 @@ class SegmentHelper:
     def __init__(self, send: Send) -> None:
         self._send = send
         self._tasks: dict[tuple[int, int], asyncio.Task[None]] = {}
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: Sessions | None = None
 
     def start(self, owner: int, job: int, spec: dict[str, Any]) -> None:
-        if self._session is None:
-            import aiohttp  # only a process that helps with segments needs it
-
-            self._session = aiohttp.ClientSession(auto_decompress=False)
+        if self._sessions is None:
+            # Its own connections (and an aiohttp session only if needed).
+            self._sessions = Sessions(None, timeout=spec["timeout"], limit=100, per_host=None)
         task = asyncio.get_running_loop().create_task(self._run(owner, job, spec))
         self._tasks[owner, job] = task
         task.add_done_callback(lambda _: self._tasks.pop((owner, job), None))
@@ -162,26 +159,25 @@ class SegmentHelper:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        if self._session is not None:
-            await self._session.close()
+        if self._sessions is not None:
+            await self._sessions.aclose()
 
     async def _run(self, owner: int, job: int, spec: dict[str, Any]) -> None:
         start, end, done = spec["segment"]
         segment = _Segment(start, end, done, saved=done)
         send = self._send
-        assert self._session is not None
+        assert self._sessions is not None
 
         def report(s: _Segment) -> None:
             send(("seg-done", owner, job, s.done))
 
         state = _State(
             SegmentedFetch(
-                session=self._session,
+                sessions=self._sessions,
                 url=spec["origin"],
                 rel="",
                 target=Path(spec["part"].removesuffix(PART_SUFFIX)),
                 headers=spec["headers"],
-                timeout=spec["timeout"],
                 emit=lambda _: None,  # the owner tells the parent
                 checksum=False,
                 expected_sha256=None,
