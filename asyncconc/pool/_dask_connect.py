@@ -208,34 +208,32 @@ async def _release_client(
 def _hold_forkserver(conn: Connection) -> None:
     """Start multiprocessing's fork server now, unless one runs; count this pool in.
 
-    When this process runs a single OS thread, the server is a clean fork
-    of this process (:func:`_fork_forkserver`): ``distributed`` is imported
-    already, and the first worker forks in milliseconds instead of after the
-    0.6-1.0 s a new interpreter spends importing it. The fork comes before
-    Dask's ``get_mp_context``, which imports numpy, pandas and lz4 when they
-    are installed: importing numpy starts OpenBLAS's threads.
+    Called inside the pool's ``dask.config.set`` block, so Dask's own
+    ``get_mp_context`` sets the server's preload (``distributed`` and those
+    of numpy, pandas, lz4 that are installed) and imports those modules here
+    in passing, as for any Dask forkserver cluster.
 
-    Otherwise (another thread runs, not Linux, or a Python whose private
-    fork-server layout this module does not know) multiprocessing spawns its
-    server as for any Dask forkserver cluster: this runs inside the pool's
-    ``dask.config.set`` block, so ``get_mp_context`` has set the server's
-    preload (``distributed`` and those of numpy, pandas, lz4 that are
-    installed). Starting it before the scheduler lets its imports overlap
-    the scheduler's start instead of following it.
+    When this process then runs a single OS thread, the server is a clean
+    fork of this process (:func:`_fork_forkserver`): it holds every module
+    a spawned server would preload, imported already, and the first worker
+    forks in milliseconds instead of after the 0.6-1.0 s a new interpreter
+    spends importing ``distributed``. Otherwise (another thread runs, not
+    Linux, or a Python whose private fork-server layout this module does not
+    know) multiprocessing spawns its server as usual; starting it before the
+    scheduler lets its imports overlap the scheduler's start instead of
+    following it. Threads count at the OS level: with numpy installed,
+    ``import distributed`` imports it, and OpenBLAS starts its threads then
+    (none with ``OPENBLAS_NUM_THREADS=1``).
     """
     global _forkserver_users, _forkserver_ours
     import multiprocessing.forkserver
 
+    require_distributed().utils.get_mp_context()
     # The module's server object is private: whether it runs is only told
     # there, and stopping it (_stop) is what CPython's own tests use.
-    server = multiprocessing.forkserver._forkserver
-    if server._forkserver_pid is None and _fork_forkserver():  # type: ignore[attr-defined]
-        _forkserver_ours = True
-    # Always: the preload applies to a server multiprocessing spawns later
-    # (a restart, once this one has stopped), as in any Dask cluster.
-    require_distributed().utils.get_mp_context()
-    if server._forkserver_pid is None:  # type: ignore[attr-defined]
-        multiprocessing.forkserver.ensure_running()
+    if multiprocessing.forkserver._forkserver._forkserver_pid is None:  # type: ignore[attr-defined]
+        if not _fork_forkserver():
+            multiprocessing.forkserver.ensure_running()
         _forkserver_ours = True
     _forkserver_users += 1
     conn.holds_forkserver = True
