@@ -17,6 +17,9 @@ the pool runs it waits for a line on stdin.
     worker) with ``retries=1``; report ``crashed`` with the results.
 ``--hold``
     Wait for a line before closing the pool (a test kills the program then).
+``--unknown-layout``
+    Give ``multiprocessing.forkserver.main`` a keyword-only parameter more
+    (as 3.14's ``authkey_r``), so the fork server's layout is not the known one.
 """
 
 from __future__ import annotations
@@ -87,7 +90,23 @@ def main() -> None:
     parser.add_argument("--peer", type=int)
     parser.add_argument("--crash")
     parser.add_argument("--hold", action="store_true")
+    parser.add_argument("--unknown-layout", action="store_true")
     args = parser.parse_args()
+    if args.unknown_layout:
+        known = multiprocessing.forkserver.main
+
+        def main_with_a_key(
+            listener_fd: int,
+            alive_r: int,
+            preload: list[str],
+            main_path: str | None = None,
+            sys_path: list[str] | None = None,
+            *,
+            authkey_r: int | None = None,
+        ) -> None:
+            known(listener_fd, alive_r, preload, main_path, sys_path)
+
+        multiprocessing.forkserver.main = main_with_a_key  # type: ignore[assignment]
     stop = threading.Event()
     if args.thread:
         threading.Thread(target=stop.wait, daemon=True).start()

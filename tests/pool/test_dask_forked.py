@@ -152,6 +152,18 @@ async def test_a_program_running_another_thread_keeps_the_spawned_fork_server(
     assert await program.finished() == 0
 
 
+async def test_an_unknown_fork_server_layout_keeps_the_spawned_fork_server(
+    start: Callable[..., Any],
+) -> None:
+    program: Program = await start("--unknown-layout")
+    assert (await program.expect("opening"))["threads"] == 1
+    opened = await program.expect("open")
+    assert opened["results_ok"]
+    assert SPAWNED in " ".join(psutil.Process(opened["server"]).cmdline())
+    assert (await program.expect("pool-closed"))["server"] is None
+    assert await program.finished() == 0
+
+
 async def test_sockets_the_program_closes_while_the_pool_runs_really_close(
     start: Callable[..., Any],
 ) -> None:
