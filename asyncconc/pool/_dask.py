@@ -123,13 +123,32 @@ class DaskPool:
     first worker: past it, :class:`PoolError` names the address.
 
     A pool-owned cluster only: ``start_method`` is how its worker processes
-    start. ``None`` means ``"forkserver"``: multiprocessing's fork server, a
-    fresh single-threaded interpreter started as the pool opens, imports
-    ``distributed`` once and forks each worker from there (safe: it runs no
-    threads); a server the pool started is stopped when the last pool using
-    it closes (one the program started is left running). ``"spawn"``
-    (Dask's default) starts each worker as a new interpreter that imports
-    ``distributed`` itself (0.5-0.9 s of CPU each here). ``"fork"`` copies
+    start. ``None`` means ``"forkserver"``: multiprocessing's fork server,
+    started as the pool opens, forks each worker; a server the pool started
+    is stopped when the last pool using it closes (one the program started
+    is left running). Which server, by a rule checked as the pool opens: if
+    the program runs exactly one OS thread then (``/proc/self/task``, Linux;
+    a program's first pool usually does, a later one does not: Dask's
+    offload thread stays), the server is a clean fork of the program, which
+    has ``distributed`` imported already (start to first result 0.3-0.6 s
+    here, against 1.0-1.6 s). The fork holds no thread to deadlock on;
+    signal handlers the program installed are reset, the program's
+    descriptors other than 0-2 become ``/dev/null`` in the server and its
+    workers (a socket the program closes really closes), the program's
+    garbage is frozen out of the collector there, and the server dies with
+    the program (``PR_SET_PDEATHSIG``). The workers' ``__main__`` is then the
+    program's own module as it was when the pool opened (its top level is
+    not run again), and their memory starts as a copy of the program's:
+    shared pages, yet counted in each worker's RSS, which Dask's memory
+    limits watch. Otherwise (another thread, OpenBLAS's threads included:
+    numpy installed means ``import distributed`` starts them unless
+    ``OPENBLAS_NUM_THREADS=1``; not Linux; or a Python whose private
+    fork-server layout asyncconc does not know: 3.14 adds a key) the server
+    is a fresh single-threaded interpreter that imports ``distributed``
+    once (as Dask preloads it) and each worker imports the main module as
+    ``__mp_main__``. ``"spawn"`` (Dask's default) starts each worker as a
+    new interpreter that imports ``distributed`` itself (0.5-0.9 s of CPU
+    each here). ``"fork"`` copies
     this process instead (the fastest start), with fork's costs: it forks a
     process that runs threads (Dask's own among them), which can deadlock
     the child if another thread holds a lock at that moment, and Python

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,9 +210,20 @@ def _hold_forkserver(conn: Connection) -> None:
 
     Called inside the pool's ``dask.config.set`` block, so Dask's own
     ``get_mp_context`` sets the server's preload (``distributed`` and those
-    of numpy, pandas, lz4 that are installed), as for any Dask forkserver
-    cluster. Starting it before the scheduler lets its imports overlap the
-    scheduler's start instead of following it.
+    of numpy, pandas, lz4 that are installed) and imports those modules here
+    in passing, as for any Dask forkserver cluster.
+
+    When this process then runs a single OS thread, the server is a clean
+    fork of this process (:func:`_fork_forkserver`): it holds every module
+    a spawned server would preload, imported already, and the first worker
+    forks in milliseconds instead of after the 0.6-1.0 s a new interpreter
+    spends importing ``distributed``. Otherwise (another thread runs, not
+    Linux, or a Python whose private fork-server layout this module does not
+    know) multiprocessing spawns its server as usual; starting it before the
+    scheduler lets its imports overlap the scheduler's start instead of
+    following it. Threads count at the OS level: with numpy installed,
+    ``import distributed`` imports it, and OpenBLAS starts its threads then
+    (none with ``OPENBLAS_NUM_THREADS=1``).
     """
     global _forkserver_users, _forkserver_ours
     import multiprocessing.forkserver
@@ -219,10 +232,96 @@ def _hold_forkserver(conn: Connection) -> None:
     # The module's server object is private: whether it runs is only told
     # there, and stopping it (_stop) is what CPython's own tests use.
     if multiprocessing.forkserver._forkserver._forkserver_pid is None:  # type: ignore[attr-defined]
-        multiprocessing.forkserver.ensure_running()
+        if not _fork_forkserver():
+            multiprocessing.forkserver.ensure_running()
         _forkserver_ours = True
     _forkserver_users += 1
     conn.holds_forkserver = True
+
+
+# The private layout of multiprocessing.forkserver that _fork_forkserver
+# fills in (CPython 3.11-3.13); 3.14 adds an authentication key, and any
+# other layout falls back to multiprocessing's own start.
+_FORKSERVER_FIELDS = frozenset(
+    {
+        "_forkserver_address",
+        "_forkserver_alive_fd",
+        "_forkserver_pid",
+        "_inherited_fds",
+        "_lock",
+        "_preload_modules",
+    }
+)
+_FORKSERVER_MAIN_PARAMETERS = ("listener_fd", "alive_r", "preload", "main_path", "sys_path")
+
+
+def _forkserver_layout_known() -> bool:
+    import inspect
+    import multiprocessing.forkserver as forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    main = getattr(forkserver, "main", None)
+    if server is None or main is None:
+        return False
+    try:
+        parameters = tuple(inspect.signature(main).parameters)
+    except (TypeError, ValueError):
+        return False
+    return set(vars(server)) == _FORKSERVER_FIELDS and parameters == _FORKSERVER_MAIN_PARAMETERS
+
+
+def _fork_forkserver() -> bool:
+    """Start multiprocessing's fork server as a clean fork of this process.
+
+    What ``multiprocessing.forkserver.ensure_running`` does, with a fork of
+    this process (:func:`asyncconc._forking.fork_server`) in place of a new
+    interpreter: the resource tracker, a listening socket, the "alive" pipe
+    whose write end this process and every worker hold (the server exits
+    when all of them have closed it), and the server object's fields set as
+    that function sets them, so that the workers' requests, the resource
+    tracker and ``_stop`` work as for a spawned server. The child runs the
+    module's ``main`` without preloads (this process has imported them).
+    False, with nothing started, when the fork is not possible.
+    """
+    if not _forkserver_layout_known():
+        return False
+    from asyncconc import _forking
+
+    if not _forking.single_threaded():
+        return False
+    import multiprocessing.forkserver as forkserver
+    from multiprocessing import connection, resource_tracker, util
+
+    server: Any = forkserver._forkserver
+    resource_tracker.ensure_running()
+    with socket.socket(socket.AF_UNIX) as listener:
+        address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
+        listener.bind(address)
+        if not util.is_abstract_socket_namespace(address):
+            os.chmod(address, 0o600)
+        listener.listen()
+        alive_r, alive_w = os.pipe()
+        try:
+
+            def serve() -> None:
+                os.close(alive_w)
+                forkserver.main(listener.fileno(), alive_r, [])
+
+            pid = _forking.fork_server(serve, keep=(listener.fileno(), alive_r))
+        except BaseException:
+            os.close(alive_w)
+            raise
+        finally:
+            os.close(alive_r)
+        if pid is None:  # a thread started meanwhile: multiprocessing's own start
+            os.close(alive_w)
+            if not util.is_abstract_socket_namespace(address):
+                os.unlink(address)
+            return False
+    server._forkserver_address = address
+    server._forkserver_alive_fd = alive_w
+    server._forkserver_pid = pid
+    return True
 
 
 def _drop_forkserver(conn: Connection) -> None:

@@ -46,6 +46,7 @@ __all__ = [
     "returns_coroutine",
     "run_asyncio",
     "running_loop_module",
+    "sigkill_once",
     "sleep_then",
     "spin",
     "square",
@@ -132,6 +133,15 @@ def crash_once(marker: str) -> int:
     if not path.exists():
         path.write_text(str(os.getpid()))
         os._exit(3)
+    return os.getpid()
+
+
+def sigkill_once(marker: str) -> int:
+    """SIGKILL the worker the first time (no ``marker`` yet), succeed when run again."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
     return os.getpid()
 
 
