@@ -131,9 +131,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.lost = False
-        self._lost_exc: BaseException | None = None
         self.idle_since = 0.0
-        self.uses = 0
         self._buffer = bytearray(BUFFER)
         self._view = memoryview(self._buffer)
         self._fill = 0  # bytes of the buffer received
@@ -148,7 +146,6 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self._lost_exc = exc
         self._owner._gone(self)
         if self._answer is not None:
             self._answer._on_lost(exc)
