@@ -43,6 +43,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Collection
+from typing import NoReturn
 
 __all__ = ["fork_server", "single_threaded"]
 
@@ -87,8 +88,8 @@ def fork_server(serve: Callable[[], object], keep: Collection[int] = ()) -> int 
         if collecting:
             gc.enable()
         return pid
-    code = 1
-    try:
+
+    def child() -> None:
         gc.freeze()
         if collecting:
             gc.enable()
@@ -96,6 +97,20 @@ def fork_server(serve: Callable[[], object], keep: Collection[int] = ()) -> int 
         _die_with(parent)
         _release_descriptors(keep)
         serve()
+
+    run_then_exit(child)
+
+
+def run_then_exit(body: Callable[[], object]) -> NoReturn:
+    """In a forked child: run ``body``, then ``os._exit``, whatever happens.
+
+    Status 0 when ``body`` returns, a ``SystemExit``'s own code, or 1 with
+    the traceback on stderr; the streams are flushed first (``os._exit``
+    does not), and nothing of the parent's (atexit, finalizers) runs.
+    """
+    code = 1
+    try:
+        body()
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

@@ -46,6 +46,8 @@ import traceback
 import types
 from typing import Any
 
+from asyncconc._forking import run_then_exit
+
 __all__ = ["die_with_parent", "prepare", "preparation_data", "serve", "spawn_worker"]
 
 _PR_SET_PDEATHSIG = 1
@@ -231,24 +233,16 @@ def _reap(ctrl: socket.socket, children: set[int]) -> None:
 
 def _run_worker(fd: int, parent: int) -> None:
     """In a fork of the server: become a worker, never return."""
-    code = 1
-    try:
+
+    def worker() -> None:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         die_with_parent(parent)
         from asyncconc.pool import _worker
 
         _worker.main(socket.socket(fileno=fd))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        with contextlib.suppress(BaseException):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+
+    run_then_exit(worker)
 
 
 def spawn_worker(fd: int, owner: int) -> None:
