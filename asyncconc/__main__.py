@@ -1,7 +1,5 @@
 """``python -m asyncconc``: see :mod:`asyncconc.cli`."""
 
-import sys
+from asyncconc.cli import run
 
-from asyncconc.cli import main
-
-sys.exit(main())
+run()

@@ -19,25 +19,37 @@ Network tests use :func:`asyncconc.testing.serve_files` on 127.0.0.1 (port
     ``python -m asyncconc ...`` as a real child process.
 :func:`wait_for_size`
     Wait until a file a child process writes holds some bytes.
+:func:`serve_handler`
+    A one-route aiohttp server on 127.0.0.1 for answers the file server
+    cannot script (what the folder holds while a request is answered, 304s).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 import pytest
+from aiohttp import web
 
 from asyncconc.cli import main
 from asyncconc.testing import FileServer, serve_files, serve_files_in_thread
 
-__all__ = ["CliRun", "files_under", "run_cli_process", "start_cli", "wait_for_size"]
+__all__ = [
+    "CliRun",
+    "files_under",
+    "run_cli_process",
+    "serve_handler",
+    "start_cli",
+    "wait_for_size",
+]
 
 
 @pytest.fixture
@@ -56,6 +68,25 @@ def threaded_server() -> Iterator[FileServer]:
 @pytest.fixture
 def dest(tmp_path: Path) -> Path:
     return tmp_path / "out"
+
+
+@contextlib.asynccontextmanager
+async def serve_handler(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """``handler`` answering every method on ``/{name}``; yields the base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{name}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        assert site._server is not None
+        sockets = getattr(site._server, "sockets", None) or []
+        yield f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+    finally:
+        await runner.cleanup()
 
 
 def files_under(root: Path) -> set[str]:

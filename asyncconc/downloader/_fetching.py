@@ -214,6 +214,8 @@ class _Job:
         # Not with a per-host limit: every segment is another connection.
         self.split = ctx.split if ctx.per_host is None else 1
         self._part: PartFile | None = None
+        # The .part created while the request is out (see _exchange).
+        self._early: PartFile | None = None
         # The record of a complete file being re-checked (update=True).
         self.recorded: SavedRecord | None = None
 
@@ -463,18 +465,44 @@ class _Job:
             headers["Range"] = f"bytes={offset}-"
             if info.validator:
                 headers["If-Range"] = info.validator
+        # A fresh start: no .part was there (the resume check looked).
+        fresh = info is None and self.ctx.resume and self.split <= 1 and self.recorded is None
         slot = self.ctx.host_slot(self.request.url)
         if slot is not None:
             async with slot:
-                return await self._exchange(headers, offset)
-        return await self._exchange(headers, offset)
+                return await self._exchange(headers, offset, fresh=fresh)
+        return await self._exchange(headers, offset, fresh=fresh)
 
-    async def _exchange(self, headers: CIMultiDict[str], offset: int) -> DownloadResult:
-        response = await self._open(headers)
+    async def _exchange(
+        self, headers: CIMultiDict[str], offset: int, *, fresh: bool
+    ) -> DownloadResult:
+        if fresh:
+            # Its .part is created once the request is out (see _get).
+            self._early = self._new_part(None)
         try:
-            return await self._receive(response, offset)
+            response = await self._open(headers)
+            try:
+                return await self._receive(response, offset)
+            finally:
+                response.release()
         finally:
-            response.release()
+            self._drop_early()
+
+    def _new_part(self, headers: Mapping[str, str] | None) -> PartFile:
+        return PartFile(
+            self.target,
+            url=self.request.url,
+            etag=headers.get("ETag") if headers is not None else None,
+            last_modified=headers.get("Last-Modified") if headers is not None else None,
+            remember=self.ctx.resume,
+            checksum=self._checksum,
+        )
+
+    def _drop_early(self) -> None:
+        """Remove the early ``.part`` unless a download took it over."""
+        early, self._early = self._early, None
+        if early is not None and early is not self._part and early.created_early:
+            early.discard()
 
     async def _open(
         self, headers: CIMultiDict[str], *, method: str = "GET"
@@ -520,12 +548,14 @@ class _Job:
         sessions = self.ctx.sessions
         wire = sessions.wire_for(url)
         if wire is not None:
+            early = self._early
             answer = await wire.get(
                 url,
                 headers,
                 connect_timeout=sessions.seconds,
                 read_timeout=sessions.seconds,
                 method=method,
+                sent=early.create_early if early is not None else None,
             )
             if "Set-Cookie" in answer.headers:
                 # Kept as aiohttp keeps them; with cookies in the jar the
@@ -589,6 +619,8 @@ class _Job:
                 wanted = PurePosixPath(choose_name(url, disposition, limit=limit))
                 url_name = PurePosixPath(choose_name(url, None, limit=limit))
             if wanted != url_name and wanted.name != self.rel.name:
+                # Before the name is released: another URL may claim it.
+                self._drop_early()
                 await self._claim(wanted)
                 await self._avoid_other_urls_files(wanted)
                 if offset > 0 or (self.ctx.resume and read_resume_info(self.target)):
@@ -623,14 +655,12 @@ class _Job:
         self, response: aiohttp.ClientResponse | Answer, offset: int, expected: int | None
     ) -> DownloadResult:
         headers = response.headers
-        part = PartFile(
-            self.target,
-            url=self.request.url,
-            etag=headers.get("ETag"),
-            last_modified=headers.get("Last-Modified"),
-            remember=self.ctx.resume,
-            checksum=self._checksum,
-        )
+        early = self._early
+        if early is not None and offset == 0 and early.final == self.target:
+            part = early
+            part.set_validators(headers.get("ETag"), headers.get("Last-Modified"))
+        else:
+            part = self._new_part(headers)
         assert self.rel is not None
         self._part = part
         emit = self.ctx.emit

@@ -46,7 +46,7 @@ import collections
 import contextlib
 import errno
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, cast
 
 import httptools
@@ -461,8 +461,12 @@ class Connections:
         connect_timeout: float | None,
         read_timeout: float | None,
         method: str = "GET",
+        sent: Callable[[], None] | None = None,
     ) -> Answer:
         """Send a GET (or HEAD) for ``url`` and wait for the head of the answer.
+
+        ``sent`` is called each time the request has been handed to the
+        socket, before waiting: work to do while the server answers.
 
         Raises ``ValueError`` for a header that cannot be sent, and what
         :func:`~asyncconc.downloader._failures.classify` knows for the rest.
@@ -483,6 +487,8 @@ class Connections:
             assert conn.transport is not None
             conn.transport.write(request)
             try:
+                if sent is not None:
+                    sent()
                 await answer.head()
             except (ServerClosed, ConnectionResetError):
                 answer.release()

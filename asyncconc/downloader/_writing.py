@@ -164,11 +164,47 @@ class PartFile:
         # was closed: the index records it without another stat.
         self.stat: tuple[int, int] | None = None
         self._age_timer: asyncio.TimerHandle | None = None
+        # create_early(): the .part is made before its data is known, and
+        # the sidecar (or the removal of a stale one) waits for the first
+        # write, when the server's validators are known.
+        self._sidecar_due = False
 
     @property
     def size(self) -> int:
         """Bytes of the file so far, counting what is buffered or in flight."""
         return self._offset + self._written + self._buffered
+
+    def create_early(self) -> None:
+        """Create the empty ``.part`` now, for a download that starts afresh.
+
+        Called just after its request went out: creating a file costs
+        0.3-1 ms of kernel time on ext4 here, and done now it overlaps the
+        server's answer instead of delaying the next request once the
+        answer is in. On the caller's thread: a hop to a worker thread per
+        file cost more than the create on tmpfs (0.72x the files/s). The
+        ``.part`` then exists before its validators are known:
+        :meth:`set_validators` gives them and the sidecar is written with
+        the first data. A failure is left for the first write to meet and
+        report; a download that does not go ahead calls :meth:`discard`.
+        """
+        if self._fd is not None or self._closed:
+            return
+        try:
+            self._fd = _create(self.part)
+        except OSError:
+            return
+        self._sidecar_due = True
+
+    @property
+    def created_early(self) -> bool:
+        """An empty ``.part`` made by :meth:`create_early`, nothing written yet."""
+        return self._sidecar_due
+
+    def set_validators(self, etag: str | None, last_modified: str | None) -> None:
+        """The server's ETag and Last-Modified, before the first :meth:`write`."""
+        if self._sidecar is not None:
+            self._sidecar["etag"] = etag
+            self._sidecar["last_modified"] = last_modified
 
     async def start(self, offset: int) -> None:
         """Prepare to append at ``offset`` (0: start afresh, truncating).
@@ -225,8 +261,9 @@ class PartFile:
         """
         if self._written == 0 and not self._append:
             # Nothing was handed to a thread yet (so no job can be opening
-            # the file right now): the whole file is in memory. It is opened,
-            # written and renamed at once: nothing to resume, no sidecar.
+            # the file right now): the whole file is in memory. It is opened
+            # (unless created early), written and renamed at once: nothing
+            # to resume, no sidecar.
             self._sidecar = None
             chunks = self._take()
             whole = functools.partial(self._write_whole, chunks, expected_size, expected_sha256)
@@ -256,6 +293,9 @@ class PartFile:
             if self._chunks:
                 chunks = self._take()
                 self._write_chunks(chunks)
+            elif self._sidecar_due:
+                # Created early, and no byte came: nothing to resume.
+                self._remove_files()
         except OSError:
             pass  # what reached the disk stays a consistent prefix
         finally:
@@ -347,20 +387,23 @@ class PartFile:
 
     def _open_fresh(self) -> int:
         fd = _create(self.part)
+        try:
+            self._write_sidecar()
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def _write_sidecar(self) -> None:
+        self._sidecar_due = False
         if self._sidecar is None:
             # No sidecar for this file: one left by an earlier run must not
             # describe it (one failing unlink in the usual case).
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.meta)
-            return fd
-        try:
-            meta_fd = _create(self.meta)
-        except OSError:
-            os.close(fd)
-            raise
-        with open(meta_fd, "w", encoding="utf-8") as fh:
+            return
+        with open(_create(self.meta), "w", encoding="utf-8") as fh:
             fh.write(json.dumps(self._sidecar))
-        return fd
 
     def _open_append(self) -> None:
         # Hash what is already there so the final sha256 covers the file.
@@ -379,6 +422,8 @@ class PartFile:
     def _write_chunks(self, chunks: list[Chunk]) -> None:
         if self._fd is None:
             self._fd = self._open_fresh()
+        elif self._sidecar_due:
+            self._write_sidecar()
         if self._hash is not None:
             for chunk in chunks:
                 self._hash.update(chunk)

@@ -23,7 +23,7 @@ from aiohttp import web
 from asyncconc import DownloadRequest, download
 from asyncconc.downloader._index import INDEX_NAME
 from asyncconc.testing import FileServer
-from tests.conftest import files_under, start_cli
+from tests.conftest import files_under, serve_handler, start_cli
 
 FAST: dict[str, Any] = {"backoff": 0.01, "backoff_max": 0.05}
 
@@ -141,19 +141,8 @@ async def validating_server(files: dict[str, bytes]) -> AsyncIterator[tuple[str,
             return web.Response(status=304, headers=headers)
         return web.Response(body=data, headers=headers)
 
-    app = web.Application()
-    app.router.add_route("*", "/{name}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        assert site._server is not None
-        sockets = getattr(site._server, "sockets", None) or []
-        port = sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}", log
-    finally:
-        await runner.cleanup()
+    async with serve_handler(handle) as base:
+        yield base, log
 
 
 async def test_update_rechecks_and_downloads_only_what_changed(dest: Path) -> None:
