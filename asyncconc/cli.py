@@ -204,11 +204,15 @@ def exit_now(code: int) -> NoReturn:
     between the last ``rename`` and ``exit_group`` under ``strace``), which
     is memory the kernel takes back at once. So the exit handlers are run
     (``atexit``: logging's flush, multiprocessing's reaping of children),
-    stdout and stderr are flushed, and the process ends. While another
-    thread still runs, the usual exit is taken, which waits for it.
+    stdout and stderr are flushed, and the process ends. The usual exit is
+    taken while another thread still runs (it waits for the thread) and
+    under a profiler or tracer (``python -m cProfile``, a debugger: they
+    write their results once the program's code has returned).
     """
     threading = sys.modules.get("threading")
     if threading is not None and threading.active_count() > 1:
+        sys.exit(code)
+    if sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

@@ -9,9 +9,11 @@ a real interpreter.
 from __future__ import annotations
 
 import os
+import pstats
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +86,21 @@ def test_a_thread_still_running_is_waited_for() -> None:
     )
     assert done.returncode == 4
     assert done.stdout == "the thread finished\n"
+
+
+def test_a_profiler_still_gets_to_write_its_results(tmp_path: Path) -> None:
+    # python -m cProfile writes its file after the program's code returned.
+    out = tmp_path / "run.prof"
+    done = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "asyncconc", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 0
+    assert pstats.Stats(str(out)).get_stats_profile().func_profiles
 
 
 def test_output_that_cannot_be_written_makes_a_clean_exit_fail() -> None:

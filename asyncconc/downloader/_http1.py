@@ -25,7 +25,7 @@ the request instead:
   ``url``, :meth:`Answer.release` and the body as :meth:`Answer.pieces`.
 
 Everything else goes through aiohttp, imported only then (it costs 0.3 s
-of start-up here): ``https``, ``--split`` segments, a session the caller
+of start-up here): ``https``, a session the caller
 passed in (its proxy, cookies, auth, limits and tracing are the caller's),
 and any request while the session's cookie jar holds cookies (a
 ``Set-Cookie`` answered here goes into that jar, so the next request sends
