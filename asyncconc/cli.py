@@ -210,9 +210,8 @@ def exit_now(code: int) -> NoReturn:
     write their results once the program's code has returned).
     """
     threading = sys.modules.get("threading")
-    if threading is not None and threading.active_count() > 1:
-        sys.exit(code)
-    if sys.getprofile() is not None or sys.gettrace() is not None:
+    others = threading is not None and threading.active_count() > 1
+    if others or sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

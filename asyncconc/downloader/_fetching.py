@@ -655,12 +655,11 @@ class _Job:
         self, response: aiohttp.ClientResponse | Answer, offset: int, expected: int | None
     ) -> DownloadResult:
         headers = response.headers
-        early = self._early
-        if early is not None and offset == 0 and early.final == self.target:
-            part = early
+        # An early .part is for this name and a fresh start: a new name
+        # dropped it (_receive), and a Range request never makes one.
+        part = self._early or self._new_part(headers)
+        if part is self._early:
             part.set_validators(headers.get("ETag"), headers.get("Last-Modified"))
-        else:
-            part = self._new_part(headers)
         assert self.rel is not None
         self._part = part
         emit = self.ctx.emit
