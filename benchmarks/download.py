@@ -36,8 +36,12 @@ included). ``/usr/bin/time`` is used rather than ``wait4`` from this
 process because Linux folds the *parent's* peak RSS into a child's
 ``ru_maxrss`` at ``exec`` (``exec_mmap``), which would inflate every number
 by this harness's own size. Every file is verified (size and sha256) after
-each run, then the output folder is deleted and ``sync`` is called, so one
-tool's write-back does not land in the next one's run.
+each run, then ``sync`` is called, so one tool's write-back does not land in
+the next one's run. A set of large files deletes each run's output at once;
+a set of 100 files or more moves it aside and deletes all of them after the
+set (on an ext4 without a journal, creating files just after thousands were
+deleted is several times slower: see ``skips_recent_inodes``), and after
+thousands the next set starts only once those deletions are 36 s old.
 
 Noise. The machine is shared; absolute numbers swing between runs, so tools
 are run in a rotating order in every repeat, the reported run per tool is
@@ -1001,25 +1005,78 @@ def verify(dest: Path, files: list[FileSpec]) -> tuple[int, list[str], list[str]
     return ok, bad, extra
 
 
-def _fs_type(path: Path) -> str:
-    """The file system type of the mount ``path`` is on (Linux), else "unknown"."""
+def _mount_of(path: Path) -> tuple[str, str]:
+    """(device, file system type) of the mount ``path`` is on (Linux), else unknown."""
     target = os.path.realpath(path)
     while not os.path.exists(target):
         target = os.path.dirname(target)
-    best, kind = "", "unknown"
+    best, device, kind = "", "unknown", "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/mounts").read_text().splitlines():
             fields = line.split()
             if len(fields) < 3 or len(fields[1]) <= len(best):
                 continue
             if (target + "/").startswith(fields[1].rstrip("/") + "/"):
-                best, kind = fields[1], fields[2]
-    return kind
+                best, device, kind = fields[1], fields[0], fields[2]
+    return device, kind
+
+
+def _fs_type(path: Path) -> str:
+    """The file system type of the mount ``path`` is on (Linux), else "unknown"."""
+    return _mount_of(path)[1]
+
+
+def skips_recent_inodes(path: Path) -> bool:
+    """True if ``path`` is on an ext4 without a journal.
+
+    There the inode allocator skips every inode freed in the last 30 s
+    (35 s while its inode-table block is dirty) whose block is cached,
+    checking them one by one (``recently_deleted`` in fs/ext4/ialloc.c), so
+    creating 20,000 files just after 20,000 were deleted costs seconds of
+    kernel time (measured here: curl's 20,000 x 16 KiB from 1.0 s to 12.8 s
+    of wall, ``perf``: ``find_get_block_common`` and ``recently_deleted``).
+    """
+    device, kind = _mount_of(path)
+    if kind != "ext4":
+        return False
+    task = Path("/sys/fs/ext4") / os.path.basename(device) / "journal_task"
+    with contextlib.suppress(OSError):
+        return task.read_text().strip() == "<none>"
+    return False
 
 
 def clean(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     os.sync()  # write-back of this run must not land in the next one
+
+
+# A set of at least this many files keeps every run's output until the set
+# is done (moved aside, deleted together afterwards): deleting thousands of
+# files between two runs would make the next tool's creates pay for them
+# (see skips_recent_inodes). Sets of fewer, large files are deleted at once.
+DEFER_DELETE_FILES = 100
+# How long after a deletion an ext4 without a journal still skips the freed
+# inodes (30 s, 35 s while the inode-table block is dirty), and a margin;
+# waited for before a set when at least RECENT_INODE_FILES were deleted.
+RECENT_INODE_SECONDS = 36.0
+RECENT_INODE_FILES = 1000
+
+
+def set_aside(path: Path, trash: Path) -> None:
+    """Move a run's output into ``trash`` (deleted by :func:`empty_trash`), then sync."""
+    trash.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.rename(trash / f"{len(list(trash.iterdir()))}-{path.name}")
+    os.sync()
+
+
+def empty_trash(trash: Path) -> int:
+    """Delete what :func:`set_aside` kept; the number of files deleted."""
+    count = 0
+    if trash.exists():
+        count = sum(len(os.listdir(run)) for run in trash.iterdir() if run.is_dir())
+    clean(trash)
+    return count
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -1065,7 +1122,10 @@ def run_tool(
     )
     if not run.verified:
         run.log_tail = _tail(log)
-    clean(dest)
+    if spec.count >= DEFER_DELETE_FILES:
+        set_aside(dest, work / "trash")
+    else:
+        clean(dest)
     return run
 
 
@@ -1454,7 +1514,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {os.cpu_count()} CPUs, {load_line()} (shared: other work runs too)")
     print(f"concurrency: -j {args.jobs} for every tool; repeats: {args.repeat} ({args.pick} shown)")
     out_root = args.out or args.workdir / "out"
-    print(f"output: {out_root} ({_fs_type(out_root)})")
+    recent_inodes = skips_recent_inodes(out_root)
+    print(
+        f"output: {out_root} ({_fs_type(out_root)}"
+        + (
+            ", no journal: inodes freed in the last 30 s are skipped one by one"
+            if recent_inodes
+            else ""
+        )
+        + f"); sets of {DEFER_DELETE_FILES}+ files delete their outputs after the set"
+    )
+    emptied_at: float | None = None
+    if empty_trash(work / "trash") >= RECENT_INODE_FILES:
+        emptied_at = time.monotonic()
     print(f"tools: {', '.join(_tool_version(t) for t in tools)}")
     cost = (
         startup_cost(args.python, work)
@@ -1504,6 +1576,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             server_cm = run_nginx(nginx, root, work / "server", args.nginx_workers)
         set_tools = [t for t in tools if t.runs_on(set_name)]
         runs: dict[str, list[Run]] = {t.name: [] for t in set_tools}
+        if recent_inodes and emptied_at is not None:
+            wait = RECENT_INODE_SECONDS - (time.monotonic() - emptied_at)
+            if wait > 0:
+                print(f"waiting {wait:.0f} s: the last set's deleted inodes are still 'recent'")
+                time.sleep(wait)
+            emptied_at = None
         with server_cm as server:
             print(f"server: {server.description}")
             print(load_line(), flush=True)
@@ -1525,6 +1603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             print(line)
         print(f"  after the set: {load_line()}")
+        if empty_trash(work / "trash") >= RECENT_INODE_FILES:
+            emptied_at = time.monotonic()
         if any(not s.run.verified for s in summaries.values()):
             exit_code = 1
         report["sets"][set_name] = {  # type: ignore[index]
