@@ -1070,13 +1070,27 @@ def set_aside(path: Path, trash: Path) -> None:
     os.sync()
 
 
-def empty_trash(trash: Path) -> int:
-    """Delete what :func:`set_aside` kept; the number of files deleted."""
+def empty_trash(trash: Path) -> None:
+    """Delete what :func:`set_aside` kept; a stamp beside it says when, if it was many files."""
     count = 0
     if trash.exists():
         count = sum(len(os.listdir(run)) for run in trash.iterdir() if run.is_dir())
     clean(trash)
-    return count
+    if count >= RECENT_INODE_FILES:
+        trash.with_name("trash-emptied").write_text(f"{time.time()}\n")
+
+
+def wait_out_deletions(trash: Path) -> None:
+    """Sleep until the last :func:`empty_trash` of many files (any invocation) is not recent."""
+    stamp = trash.with_name("trash-emptied")
+    try:
+        emptied = float(stamp.read_text())
+    except (OSError, ValueError):
+        return
+    wait = RECENT_INODE_SECONDS - (time.time() - emptied)
+    if wait > 0:
+        print(f"waiting {wait:.0f} s: inodes deleted after the last set are still 'recent'")
+        time.sleep(wait)
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -1524,9 +1538,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         + f"); sets of {DEFER_DELETE_FILES}+ files delete their outputs after the set"
     )
-    emptied_at: float | None = None
-    if empty_trash(work / "trash") >= RECENT_INODE_FILES:
-        emptied_at = time.monotonic()
+    trash = work / "trash"
+    empty_trash(trash)  # left by an interrupted invocation
     print(f"tools: {', '.join(_tool_version(t) for t in tools)}")
     cost = (
         startup_cost(args.python, work)
@@ -1576,12 +1589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             server_cm = run_nginx(nginx, root, work / "server", args.nginx_workers)
         set_tools = [t for t in tools if t.runs_on(set_name)]
         runs: dict[str, list[Run]] = {t.name: [] for t in set_tools}
-        if recent_inodes and emptied_at is not None:
-            wait = RECENT_INODE_SECONDS - (time.monotonic() - emptied_at)
-            if wait > 0:
-                print(f"waiting {wait:.0f} s: the last set's deleted inodes are still 'recent'")
-                time.sleep(wait)
-            emptied_at = None
+        if recent_inodes:
+            wait_out_deletions(trash)
         with server_cm as server:
             print(f"server: {server.description}")
             print(load_line(), flush=True)
@@ -1603,8 +1612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             print(line)
         print(f"  after the set: {load_line()}")
-        if empty_trash(work / "trash") >= RECENT_INODE_FILES:
-            emptied_at = time.monotonic()
+        empty_trash(trash)
         if any(not s.run.verified for s in summaries.values()):
             exit_code = 1
         report["sets"][set_name] = {  # type: ignore[index]

@@ -10,8 +10,13 @@ Each run creates N files the way every downloader must at least (``open``
 with ``O_CREAT | O_EXCL``, one ``write``, ``close``, ``rename`` from
 ``NAME.part``) in a fresh folder after ``os.sync()``, in one thread or
 spread over a thread pool, and prints the wall time, files/s and the
-process's user and system CPU. This is the floor under the small-file sets
-of ``benchmarks/download.py``: no client can save files faster than this.
+process's user and system CPU. The files of every run stay until the
+last run is done: on an ext4 without a journal, creating files just after
+thousands were deleted is several times slower (the allocator skips
+recently freed inodes one by one; ``skips_recent_inodes`` in
+``benchmarks/download.py``), which would be measured instead. This is the
+floor under the small-file sets of ``benchmarks/download.py``: no client
+can save files faster than this.
 """
 
 from __future__ import annotations
@@ -42,7 +47,6 @@ def create(folder: str, index: int, data: bytes) -> None:
 
 
 def run(folder: Path, count: int, size: int, threads: int) -> str:
-    shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     os.sync()
     data = os.urandom(size)
@@ -57,7 +61,6 @@ def run(folder: Path, count: int, size: int, threads: int) -> str:
             list(pool.map(lambda i: create(where, i, data), range(count), chunksize=16))
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
-    shutil.rmtree(folder, ignore_errors=True)
     user = after.ru_utime - before.ru_utime
     system = after.ru_stime - before.ru_stime
     return (
@@ -74,8 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", default="1,2,4", help="comma list of thread counts")
     args = parser.parse_args(argv)
     print(f"folder: {args.dir}; load average: {os.getloadavg()}")
-    for threads in (int(t) for t in args.threads.split(",")):
-        print(run(args.dir, args.count, args.size, threads))
+    shutil.rmtree(args.dir, ignore_errors=True)  # an earlier invocation's (may still be 'recent')
+    try:
+        for number, threads in enumerate(int(t) for t in args.threads.split(",")):
+            print(run(args.dir / f"run-{number}", args.count, args.size, threads))
+    finally:
+        shutil.rmtree(args.dir, ignore_errors=True)
     return 0
 
 
