@@ -177,10 +177,11 @@ class PartFile:
     def create_early(self) -> None:
         """Create the empty ``.part`` now, for a download that starts afresh.
 
-        Called just after its request went out: creating a file costs
-        0.3-1 ms of kernel time on ext4 here, and done now it overlaps the
-        server's answer instead of delaying the next request once the
-        answer is in. On the caller's thread: a hop to a worker thread per
+        Called just after its request went out: creating a file costs tens
+        of microseconds of kernel time on ext4 (up to ~1 ms on an ext4
+        without a journal just after thousands of deletions), and done now it
+        overlaps the server's answer instead of delaying the next request
+        once the answer is in. On the caller's thread: a hop to a worker thread per
         file cost more than the create on tmpfs (0.72x the files/s). The
         ``.part`` then exists before its validators are known:
         :meth:`set_validators` gives them and the sidecar is written with
@@ -269,10 +270,10 @@ class PartFile:
             whole = functools.partial(self._write_whole, chunks, expected_size, expected_sha256)
             if self._written <= INLINE_BYTES:
                 # A small file is cheaper on the loop than the futures,
-                # wake-ups and GIL hand-offs of a hop to a thread, even where
-                # creating a file costs ~1 ms of kernel time: one file thread
-                # for the run measured 0.82x the files/s (see
-                # docs/benchmarks-download.md, 2026-12-02).
+                # wake-ups and GIL hand-offs of a hop to a thread: every
+                # small file through the executor measured 0.78x the files/s
+                # on 20,000 x 16 KiB on ext4 (docs/benchmarks-download.md,
+                # issue 8, seventh session).
                 try:
                     return whole()
                 except OSError as exc:
