@@ -164,6 +164,8 @@ class PartFile:
         # was closed: the index records it without another stat.
         self.stat: tuple[int, int] | None = None
         self._age_timer: asyncio.TimerHandle | None = None
+        # False once the caller knows no sidecar of an earlier run is there.
+        self._stale_sidecar = True
         # create_early(): the .part is made before its data is known, and
         # the sidecar (or the removal of a stale one) waits for the first
         # write, when the server's validators are known.
@@ -200,6 +202,10 @@ class PartFile:
     def created_early(self) -> bool:
         """An empty ``.part`` made by :meth:`create_early`, nothing written yet."""
         return self._sidecar_due
+
+    def no_stale_sidecar(self) -> None:
+        """The caller knows no ``.part.meta`` is there: a whole file skips removing one."""
+        self._stale_sidecar = False
 
     def set_validators(self, etag: str | None, last_modified: str | None) -> None:
         """The server's ETag and Last-Modified, before the first :meth:`write`."""
@@ -399,9 +405,10 @@ class PartFile:
         self._sidecar_due = False
         if self._sidecar is None:
             # No sidecar for this file: one left by an earlier run must not
-            # describe it (one failing unlink in the usual case).
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.meta)
+            # describe it (one failing unlink, unless none can be there).
+            if self._stale_sidecar:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.meta)
             return
         with open(_create(self.meta), "w", encoding="utf-8") as fh:
             fh.write(json.dumps(self._sidecar))

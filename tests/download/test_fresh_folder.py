@@ -1,0 +1,132 @@
+"""New names in the output folder are not looked up one by one.
+
+A run lists ``dest`` once (``FetchContext.absent_at_start``); a name that
+was not there then has no ``NAME``, ``NAME.part`` or ``NAME.part.meta`` to
+find before its first request, so those three failing system calls per file
+are skipped (``NAME`` is still checked once the head is in, as it always
+was). Names that were there (case-folded) are looked up as before: these
+tests pin both sides, with a spy on the real ``os`` calls.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncconc import DownloadRequest, download
+from asyncconc.testing import FileServer, pattern_bytes
+from tests.conftest import files_under
+
+FAST: dict[str, Any] = {"backoff": 0.01, "backoff_max": 0.05}
+
+
+class Lookups:
+    """Paths under ``dest`` given to ``os.lstat`` and ``os.unlink`` (the real ones run)."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = os.fspath(dest)
+        self.paths: list[tuple[str, str]] = []
+
+    def wrap(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def spy(path: Any, *args: Any, **kwargs: Any) -> Any:
+            text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else ""
+            if text.startswith(self.dest + os.sep):
+                self.paths.append((name, os.path.relpath(text, self.dest)))
+            return real(path, *args, **kwargs)
+
+        return spy
+
+    def names(self) -> set[str]:
+        return {rel for _, rel in self.paths}
+
+    def count(self, call: str, rel: str) -> int:
+        return self.paths.count((call, rel))
+
+
+@pytest.fixture
+def lookups(dest: Path, monkeypatch: pytest.MonkeyPatch) -> Lookups:
+    spy = Lookups(dest)
+    monkeypatch.setattr(os, "lstat", spy.wrap("lstat", os.lstat))
+    monkeypatch.setattr(os, "unlink", spy.wrap("unlink", os.unlink))
+    return spy
+
+
+async def test_new_names_in_an_empty_folder_are_not_looked_up(
+    server: FileServer, dest: Path, lookups: Lookups
+) -> None:
+    served = [server.add_generated(f"f{i}.bin", 20_000 + i) for i in range(30)]
+    results = await download([server.url(s.name) for s in served], dest, **FAST)
+    assert [r.status for r in results] == ["ok"] * 30
+    assert files_under(dest) == {s.name for s in served}
+    for s in served:
+        assert (dest / s.name).stat().st_size == s.size
+    # No lstat of NAME.part, no unlink of a sidecar that cannot be there, and
+    # NAME once (after the head), not also before the request.
+    looked = lookups.names()
+    for s in served:
+        assert lookups.count("lstat", s.name) == 1
+        assert s.name + ".part" not in looked
+        assert s.name + ".part.meta" not in looked
+
+
+async def test_a_name_present_at_the_start_is_looked_up(
+    server: FileServer, dest: Path, lookups: Lookups
+) -> None:
+    # F.BIN is there: on a case-insensitive file system it *is* f.bin, so
+    # f.bin is looked up (and on this one found absent: downloaded as usual).
+    server.add_bytes("f.bin", b"new" * 1000)
+    server.add_bytes("g.bin", b"g" * 1000)
+    dest.mkdir()
+    (dest / "F.BIN").write_bytes(b"other file")
+    results = await download([server.url("f.bin"), server.url("g.bin")], dest, **FAST)
+    assert [r.status for r in results] == ["ok", "ok"]
+    # f.bin before the request and after the head; g.bin only after it.
+    assert lookups.count("lstat", "f.bin") == 2
+    assert lookups.count("lstat", "g.bin") == 1
+    assert (dest / "F.BIN").read_bytes() == b"other file"
+
+
+async def test_a_stale_sidecar_alone_is_removed_by_a_whole_download(
+    server: FileServer, dest: Path, lookups: Lookups
+) -> None:
+    # A sidecar with no .part (a crash between the rename and its removal):
+    # the new file arrives whole and must not leave it describing nothing.
+    server.add_bytes("f.bin", pattern_bytes(5000, seed=1))
+    dest.mkdir()
+    (dest / "f.bin.part.meta").write_text('{"url": "http://elsewhere/f.bin", "etag": "x"}')
+    (result,) = await download([server.url("f.bin")], dest, **FAST)
+    assert result.status == "ok", result.error
+    assert files_under(dest) == {"f.bin"}
+    assert ("unlink", "f.bin.part.meta") in lookups.paths
+
+
+async def test_a_part_present_at_the_start_is_resumed(server: FileServer, dest: Path) -> None:
+    data = pattern_bytes(200_000, seed=2)
+    server.add_bytes("f.bin", data)
+    for i in range(5):
+        server.add_bytes(f"n{i}.bin", b"n" * 100)
+    dest.mkdir()
+    (dest / "f.bin.part").write_bytes(data[:70_000])
+    urls = [server.url(f"n{i}.bin") for i in range(5)] + [server.url("f.bin")]
+    results = await download(urls, dest, **FAST)
+    assert [r.status for r in results] == ["ok"] * 6
+    (request,) = server.requests_for("f.bin")
+    assert request.headers["Range"] == "bytes=70000-"
+    assert (dest / "f.bin").read_bytes() == data
+
+
+async def test_a_file_in_a_sub_folder_is_looked_up(
+    server: FileServer, dest: Path, lookups: Lookups
+) -> None:
+    # Only dest itself is listed: a name in a sub-folder is looked up.
+    server.add_bytes("f.bin", b"f" * 3000)
+    request = DownloadRequest.from_line(f"{server.url('f.bin')} sub/f.bin", 1)
+    assert request is not None
+    (result,) = await download([request], dest, **FAST)
+    assert result.status == "ok", result.error
+    assert (dest / "sub" / "f.bin").read_bytes() == b"f" * 3000
+    assert os.path.join("sub", "f.bin.part") in lookups.names()
