@@ -155,9 +155,11 @@ class FetchContext:
         ``NAME.part`` and ``NAME.part.meta`` of every new file (about a tenth
         of the wall time of 20,000 small files into an empty folder). Names
         compare case-folded (NFC first), so a case-insensitive file system's
-        ``A.BIN`` makes ``a.bin`` present. Another program creating ``NAME``
-        in ``dest`` during the run is not seen: such a file is replaced, as
-        it is today when it appears after the request went out.
+        ``A.BIN`` makes ``a.bin`` present. Another program creating files in
+        ``dest`` during the run: its ``NAME.part`` is refused, not replaced
+        nor resumed (``PartFile.expect_new``: the download fails, naming it);
+        its ``NAME`` is replaced by the download, as it always was when it
+        appeared after the request went out.
         """
         if not self._listed:
             self._listed = True
@@ -261,7 +263,9 @@ class _Job:
         self._early: PartFile | None = None
         # No request sent yet: absent_at_start may answer for this name.
         self._first_look = True
-        self._meta_absent = False  # the sidecar's name was free at the start
+        # NAME.part / NAME.part.meta were free at the start (first attempt).
+        self._part_absent = False
+        self._meta_absent = False
         # The record of a complete file being re-checked (update=True).
         self.recorded: SavedRecord | None = None
 
@@ -508,9 +512,11 @@ class _Job:
         # start has no .part nor sidecar: nothing to look up.
         first_look, self._first_look = self._first_look, False
         absent = self.ctx.absent_at_start
-        part_absent = first_look and absent(self.target + PART_SUFFIX)
+        self._part_absent = first_look and absent(self.target + PART_SUFFIX)
         self._meta_absent = first_look and absent(self.target + META_SUFFIX)
-        info = read_resume_info(self.target) if self.ctx.resume and not part_absent else None
+        info = None
+        if self.ctx.resume and not self._part_absent:
+            info = read_resume_info(self.target)
         if info is not None and info.segmented is not None:
             resumed = await self._segmented(None, info.segmented)
             assert resumed is not None  # a saved state is always taken up
@@ -534,8 +540,8 @@ class _Job:
         if fresh:
             # Its .part is created once the request is out (see _get).
             self._early = self._new_part(None)
-            if self._meta_absent:
-                self._early.no_stale_sidecar()
+            if self._part_absent:
+                self._early.expect_new(part=True, sidecar=self._meta_absent)
         try:
             response = await self._open(headers)
             try:

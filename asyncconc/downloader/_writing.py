@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -164,8 +165,9 @@ class PartFile:
         # was closed: the index records it without another stat.
         self.stat: tuple[int, int] | None = None
         self._age_timer: asyncio.TimerHandle | None = None
-        # False once the caller knows no sidecar of an earlier run is there.
+        # What the caller knows was not there (see expect_new).
         self._stale_sidecar = True
+        self._part_new = False
         # create_early(): the .part is made before its data is known, and
         # the sidecar (or the removal of a stale one) waits for the first
         # write, when the server's validators are known.
@@ -193,7 +195,7 @@ class PartFile:
         if self._fd is not None or self._closed:
             return
         try:
-            self._fd = _create(self.part)
+            self._fd = _create(self.part, replace=not self._part_new)
         except OSError:
             return
         self._sidecar_due = True
@@ -203,9 +205,15 @@ class PartFile:
         """An empty ``.part`` made by :meth:`create_early`, nothing written yet."""
         return self._sidecar_due
 
-    def no_stale_sidecar(self) -> None:
-        """The caller knows no ``.part.meta`` is there: a whole file skips removing one."""
-        self._stale_sidecar = False
+    def expect_new(self, *, part: bool, sidecar: bool) -> None:
+        """The caller knows ``.part`` (``part``) or ``.part.meta`` (``sidecar``) is not there.
+
+        A whole file then skips removing a stale sidecar, and a ``.part``
+        found at create time is not replaced but refused (``FileExistsError``:
+        another program made it during the run and may be writing it).
+        """
+        self._part_new = part
+        self._stale_sidecar = not sidecar
 
     def set_validators(self, etag: str | None, last_modified: str | None) -> None:
         """The server's ETag and Last-Modified, before the first :meth:`write`."""
@@ -393,7 +401,7 @@ class PartFile:
             pending.wait()
 
     def _open_fresh(self) -> int:
-        fd = _create(self.part)
+        fd = _create(self.part, replace=not self._part_new)
         try:
             self._write_sidecar()
         except OSError:
@@ -486,7 +494,7 @@ class PartFile:
             os.close(fd)
 
 
-def _create(path: str) -> int:
+def _create(path: str, *, replace: bool = True) -> int:
     """A new file at ``path``, never opened through what was there before.
 
     ``O_EXCL`` first, as nearly every name is new: an existing entry (a
@@ -494,11 +502,16 @@ def _create(path: str) -> int:
     folder, which ``O_NOFOLLOW`` alone would only turn into a failure) is
     removed and the create retried; a missing parent folder is made. Two
     system calls in the usual case, against five for unlink-then-create.
+    ``replace=False``: an existing entry is an error, left as it is.
     """
     for _ in range(_CREATE_TRIES):
         try:
             return os.open(path, _OPEN_FLAGS | os.O_EXCL, 0o644)
         except FileExistsError:
+            if not replace:
+                raise FileExistsError(
+                    errno.EEXIST, "made by another program during this run", path
+                ) from None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         except FileNotFoundError:

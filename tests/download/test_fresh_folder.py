@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from asyncconc import DownloadRequest, download
 from asyncconc.testing import FileServer, pattern_bytes
-from tests.conftest import files_under
+from tests.conftest import files_under, serve_handler
 
 FAST: dict[str, Any] = {"backoff": 0.01, "backoff_max": 0.05}
 
@@ -130,3 +131,24 @@ async def test_a_file_in_a_sub_folder_is_looked_up(
     assert result.status == "ok", result.error
     assert (dest / "sub" / "f.bin").read_bytes() == b"f" * 3000
     assert os.path.join("sub", "f.bin.part") in lookups.names()
+
+
+async def test_a_part_made_by_another_program_during_the_run_is_left_alone(
+    dest: Path,
+) -> None:
+    # The folder is listed before the first request; while the first file is
+    # served, "another program" starts g.bin.part. The run must not replace
+    # or resume it (it may be mid-write): g.bin fails, naming the file.
+    theirs = b"someone else's bytes"
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.path == "/f.bin":
+            (dest / "g.bin.part").write_bytes(theirs)
+        return web.Response(body=request.path.encode() * 100)
+
+    async with serve_handler(handle) as base:
+        results = await download([f"{base}/f.bin", f"{base}/g.bin"], dest, concurrency=1, **FAST)
+    assert [r.status for r in results] == ["ok", "failed"]
+    assert "another program" in (results[1].error or "")
+    assert (dest / "g.bin.part").read_bytes() == theirs
+    assert files_under(dest) == {"f.bin", "g.bin.part"}
