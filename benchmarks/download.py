@@ -37,11 +37,11 @@ process because Linux folds the *parent's* peak RSS into a child's
 ``ru_maxrss`` at ``exec`` (``exec_mmap``), which would inflate every number
 by this harness's own size. Every file is verified (size and sha256) after
 each run, then ``sync`` is called, so one tool's write-back does not land in
-the next one's run. A set of large files deletes each run's output at once;
-a set of 100 files or more moves it aside and deletes all of them after the
-set (on an ext4 without a journal, creating files just after thousands were
-deleted is several times slower: see ``skips_recent_inodes``), and after
-thousands the next set starts only once those deletions are 36 s old.
+the next one's run, and the output is deleted. On an ext4 without a journal
+(where creating files just after thousands were deleted is several times
+slower: see ``skips_recent_inodes``) a set of 100 files or more instead
+moves each run's output aside and deletes all of them after the set, and
+after thousands the next set starts only once those deletions are 36 s old.
 
 Noise. The machine is shared; absolute numbers swing between runs, so tools
 are run in a rotating order in every repeat, the reported run per tool is
@@ -1062,6 +1062,11 @@ RECENT_INODE_SECONDS = 36.0
 RECENT_INODE_FILES = 1000
 
 
+def trash_of(out_root: Path) -> Path:
+    """Where :func:`set_aside` moves outputs: beside them, on their file system."""
+    return out_root / "_set-aside"
+
+
 def set_aside(path: Path, trash: Path) -> None:
     """Move a run's output into ``trash`` (deleted by :func:`empty_trash`), then sync."""
     trash.mkdir(parents=True, exist_ok=True)
@@ -1136,8 +1141,8 @@ def run_tool(
     )
     if not run.verified:
         run.log_tail = _tail(log)
-    if spec.count >= DEFER_DELETE_FILES:
-        set_aside(dest, work / "trash")
+    if args.recent_inodes and spec.count >= DEFER_DELETE_FILES:
+        set_aside(dest, trash_of(args.out or work / "out"))
     else:
         clean(dest)
     return run
@@ -1164,6 +1169,7 @@ class Namespace(argparse.Namespace):
     variant: list[str]
     baseline: str
     current_repeat: int
+    recent_inodes: bool
 
 
 @dataclass(slots=True)
@@ -1528,17 +1534,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {os.cpu_count()} CPUs, {load_line()} (shared: other work runs too)")
     print(f"concurrency: -j {args.jobs} for every tool; repeats: {args.repeat} ({args.pick} shown)")
     out_root = args.out or args.workdir / "out"
-    recent_inodes = skips_recent_inodes(out_root)
+    recent_inodes = args.recent_inodes = skips_recent_inodes(out_root)
     print(
         f"output: {out_root} ({_fs_type(out_root)}"
         + (
-            ", no journal: inodes freed in the last 30 s are skipped one by one"
+            ", no journal: inodes freed in the last 30 s are skipped one by one; "
+            f"sets of {DEFER_DELETE_FILES}+ files delete their outputs after the set"
             if recent_inodes
             else ""
         )
-        + f"); sets of {DEFER_DELETE_FILES}+ files delete their outputs after the set"
+        + ")"
     )
-    trash = work / "trash"
+    trash = trash_of(out_root)
     empty_trash(trash)  # left by an interrupted invocation
     print(f"tools: {', '.join(_tool_version(t) for t in tools)}")
     cost = (
