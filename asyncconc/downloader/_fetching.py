@@ -157,8 +157,8 @@ class FetchContext:
         compare case-folded (NFC first), so a case-insensitive file system's
         ``A.BIN`` makes ``a.bin`` present. Another program creating files in
         ``dest`` during the run: its ``NAME.part`` is refused, not replaced
-        nor resumed (``PartFile.expect_new``: the download fails, naming it;
-        not for ``--split``, whose fresh start replaces it);
+        nor resumed (``PartFile.expect_new``, ``SegmentedFetch.part_new``:
+        the download fails, naming it);
         its ``NAME`` is replaced by the download, as it always was when it
         appeared after the request went out.
         """
@@ -795,6 +795,7 @@ class _Job:
             emit=self.ctx.emit,
             checksum=self._checksum,
             expected_sha256=self.request.sha256,
+            part_new=self._part_absent,
         )
         try:
             if response is not None:

@@ -57,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import errno
 import hashlib
 import itertools
 import json
@@ -162,6 +163,9 @@ class SegmentedFetch:
     emit: Callable[[DownloadEvent], None]
     checksum: bool
     expected_sha256: str | None
+    # The caller knows NAME.part was not there: one found now is another
+    # program's, refused rather than replaced (see PartFile.expect_new).
+    part_new: bool = False
 
 
 @dataclass(slots=True)
@@ -246,6 +250,21 @@ class _State:
 
     def open_fresh(self) -> None:
         self.part.parent.mkdir(parents=True, exist_ok=True)
+        if self.fetch.part_new:
+            # Created (empty) before anything else is touched, so that one
+            # another program made meanwhile is refused with its sidecar
+            # untouched; killed before the sidecar, an empty .part restarts.
+            try:
+                self.fd = os.open(self.part, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                raise FileExistsError(
+                    errno.EEXIST, "made by another program during this run", str(self.part)
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.meta)  # never written through a planted symlink
+            self.save()
+            os.ftruncate(self.fd, self.total)
+            return
         for path in (self.part, self.meta):  # never written through a planted symlink
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

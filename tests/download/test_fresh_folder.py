@@ -152,3 +152,28 @@ async def test_a_part_made_by_another_program_during_the_run_is_left_alone(
     assert "another program" in (results[1].error or "")
     assert (dest / "g.bin.part").read_bytes() == theirs
     assert files_under(dest) == {"f.bin", "g.bin.part"}
+
+
+async def test_split_leaves_a_part_made_by_another_program_alone(
+    dest: Path, tmp_path: Path
+) -> None:
+    # The same with --split: the segmented fresh start refuses it too,
+    # before writing a sidecar that would describe someone else's bytes.
+    theirs = b"someone else's bytes"
+    big = tmp_path / "big.bin"
+    big.write_bytes(pattern_bytes(3 << 20, seed=5))
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/f.bin":
+            (dest / "g.bin.part").write_bytes(theirs)
+            return web.Response(body=b"f" * 100)
+        return web.FileResponse(big)  # answers Range requests
+
+    async with serve_handler(handle) as base:
+        results = await download(
+            [f"{base}/f.bin", f"{base}/g.bin"], dest, concurrency=1, split=4, **FAST
+        )
+    assert [r.status for r in results] == ["ok", "failed"]
+    assert "another program" in (results[1].error or "")
+    assert (dest / "g.bin.part").read_bytes() == theirs
+    assert files_under(dest) == {"f.bin", "g.bin.part"}
