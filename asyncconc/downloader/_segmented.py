@@ -57,7 +57,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import errno
 import hashlib
 import itertools
 import json
@@ -74,7 +73,13 @@ from asyncconc._errors import IntegrityError, WriteError
 from asyncconc.downloader._http1 import Answer
 from asyncconc.downloader._models import DownloadEvent, DownloadProgress, DownloadStarted
 from asyncconc.downloader._sessions import Sessions, is_body_error
-from asyncconc.downloader._writing import FLUSH_AGE, FLUSH_BYTES, meta_path, part_path
+from asyncconc.downloader._writing import (
+    FLUSH_AGE,
+    FLUSH_BYTES,
+    create_file,
+    meta_path,
+    part_path,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -251,28 +256,23 @@ class _State:
     def open_fresh(self) -> None:
         self.part.parent.mkdir(parents=True, exist_ok=True)
         if self.fetch.part_new:
-            # Created (empty) before anything else is touched, so that one
-            # another program made meanwhile is refused with its sidecar
-            # untouched; killed before the sidecar, an empty .part restarts.
-            try:
-                self.fd = os.open(self.part, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                raise FileExistsError(
-                    errno.EEXIST, "made by another program during this run", str(self.part)
-                ) from None
+            # The empty .part first, so that one another program made
+            # meanwhile is refused before its sidecar is touched; killed
+            # before the sidecar, an empty .part restarts.
+            self.fd = create_file(str(self.part), replace=False)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.meta)  # never written through a planted symlink
             self.save()
-            os.ftruncate(self.fd, self.total)
-            return
-        for path in (self.part, self.meta):  # never written through a planted symlink
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        # The sidecar first: a full-length .part (all holes) without it would
-        # look finished to the one-connection path (a 416 to its Range). Killed
-        # here, a sidecar without a .part is ignored; a short .part restarts.
-        self.save()
-        self.fd = os.open(self.part, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o644)
+        else:
+            for path in (self.part, self.meta):  # never written through a planted symlink
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            # The sidecar first: a full-length .part (all holes) without it
+            # would look finished to the one-connection path (a 416 to its
+            # Range). Killed here, a sidecar without a .part is ignored; a
+            # short .part restarts.
+            self.save()
+            self.fd = os.open(self.part, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, 0o644)
         os.ftruncate(self.fd, self.total)
 
     def open_existing(self) -> None:

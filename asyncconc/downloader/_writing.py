@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from asyncconc._errors import IntegrityError, WriteError
 from asyncconc.downloader._naming import META_SUFFIX, PART_SUFFIX
 
-__all__ = ["FLUSH_BYTES", "PartFile", "ResumeInfo", "read_resume_info"]
+__all__ = ["FLUSH_BYTES", "PartFile", "ResumeInfo", "create_file", "read_resume_info"]
 
 T = TypeVar("T")
 # A received piece: bytes from aiohttp, a view of a connection's buffer from
@@ -195,7 +195,7 @@ class PartFile:
         if self._fd is not None or self._closed:
             return
         try:
-            self._fd = _create(self.part, replace=not self._part_new)
+            self._fd = create_file(self.part, replace=not self._part_new)
         except OSError:
             return
         self._sidecar_due = True
@@ -401,7 +401,7 @@ class PartFile:
             pending.wait()
 
     def _open_fresh(self) -> int:
-        fd = _create(self.part, replace=not self._part_new)
+        fd = create_file(self.part, replace=not self._part_new)
         try:
             self._write_sidecar()
         except OSError:
@@ -418,7 +418,7 @@ class PartFile:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.meta)
             return
-        with open(_create(self.meta), "w", encoding="utf-8") as fh:
+        with open(create_file(self.meta), "w", encoding="utf-8") as fh:
             fh.write(json.dumps(self._sidecar))
 
     def _open_append(self) -> None:
@@ -494,7 +494,7 @@ class PartFile:
             os.close(fd)
 
 
-def _create(path: str, *, replace: bool = True) -> int:
+def create_file(path: str, *, replace: bool = True) -> int:
     """A new file at ``path``, never opened through what was there before.
 
     ``O_EXCL`` first, as nearly every name is new: an existing entry (a

@@ -133,32 +133,15 @@ async def test_a_file_in_a_sub_folder_is_looked_up(
     assert os.path.join("sub", "f.bin.part") in lookups.names()
 
 
+@pytest.mark.parametrize("split", [1, 4])
 async def test_a_part_made_by_another_program_during_the_run_is_left_alone(
-    dest: Path,
+    dest: Path, tmp_path: Path, split: int
 ) -> None:
     # The folder is listed before the first request; while the first file is
     # served, "another program" starts g.bin.part. The run must not replace
-    # or resume it (it may be mid-write): g.bin fails, naming the file.
-    theirs = b"someone else's bytes"
-
-    async def handle(request: web.Request) -> web.Response:
-        if request.path == "/f.bin":
-            (dest / "g.bin.part").write_bytes(theirs)
-        return web.Response(body=request.path.encode() * 100)
-
-    async with serve_handler(handle) as base:
-        results = await download([f"{base}/f.bin", f"{base}/g.bin"], dest, concurrency=1, **FAST)
-    assert [r.status for r in results] == ["ok", "failed"]
-    assert "another program" in (results[1].error or "")
-    assert (dest / "g.bin.part").read_bytes() == theirs
-    assert files_under(dest) == {"f.bin", "g.bin.part"}
-
-
-async def test_split_leaves_a_part_made_by_another_program_alone(
-    dest: Path, tmp_path: Path
-) -> None:
-    # The same with --split: the segmented fresh start refuses it too,
-    # before writing a sidecar that would describe someone else's bytes.
+    # or resume it (it may be mid-write): g.bin fails, naming the file. With
+    # split=4 the segmented fresh start refuses it too, before writing a
+    # sidecar that would describe someone else's bytes.
     theirs = b"someone else's bytes"
     big = tmp_path / "big.bin"
     big.write_bytes(pattern_bytes(3 << 20, seed=5))
@@ -171,7 +154,7 @@ async def test_split_leaves_a_part_made_by_another_program_alone(
 
     async with serve_handler(handle) as base:
         results = await download(
-            [f"{base}/f.bin", f"{base}/g.bin"], dest, concurrency=1, split=4, **FAST
+            [f"{base}/f.bin", f"{base}/g.bin"], dest, concurrency=1, split=split, **FAST
         )
     assert [r.status for r in results] == ["ok", "failed"]
     assert "another program" in (results[1].error or "")
