@@ -153,7 +153,12 @@ class FetchContext:
         download asks only before its first request (``_Job._first_look``).
         That saves the failing ``lstat``/``unlink`` of ``NAME``,
         ``NAME.part`` and ``NAME.part.meta`` of every new file (about a tenth
-        of the wall time of 20,000 small files into an empty folder). Names
+        of the wall time of 20,000 small files into an empty folder). ``NAME``
+        itself may be asked about at any time by the download holding its
+        claim: that download makes ``NAME`` only by the rename that ends it,
+        and a released name was never written (a download that renames
+        drops its early ``.part`` first), so no other download of the run
+        makes ``NAME`` while the claim is held. Names
         compare case-folded (NFC first), so a case-insensitive file system's
         ``A.BIN`` makes ``a.bin`` present. Another program creating files in
         ``dest`` during the run: its ``NAME.part`` is refused, not replaced
@@ -466,6 +471,8 @@ class _Job:
     def _skip_if_complete(self) -> DownloadResult | None:
         if not self.name_fixed or self.ctx.overwrite or self.recorded is not None:
             return None
+        if self.ctx.absent_at_start(self.target):
+            return None  # not there at the start, and only this download makes it
         try:
             stat = os.lstat(self.target)
         except FileNotFoundError:

@@ -1,10 +1,10 @@
 """New names in the output folder are not looked up one by one.
 
 A run lists ``dest`` once (``FetchContext.absent_at_start``); a name that
-was not there then has no ``NAME``, ``NAME.part`` or ``NAME.part.meta`` to
-find before its first request, so those three failing system calls per file
-are skipped (``NAME`` is still checked once the head is in, as it always
-was). Names that were there (case-folded) are looked up as before: these
+was not there then has no ``NAME.part`` or ``NAME.part.meta`` to find before
+its first request, and no ``NAME`` until its own download renames the
+``.part`` (the name is claimed), so those failing system calls per file are
+skipped. Names that were there (case-folded) are looked up as before: these
 tests pin both sides, with a spy on the real ``os`` calls.
 """
 
@@ -65,13 +65,43 @@ async def test_new_names_in_an_empty_folder_are_not_looked_up(
     assert files_under(dest) == {s.name for s in served}
     for s in served:
         assert (dest / s.name).stat().st_size == s.size
-    # No lstat of NAME.part, no unlink of a sidecar that cannot be there, and
-    # NAME once (after the head), not also before the request.
+    # No lstat of NAME or NAME.part, no unlink of a sidecar that cannot be
+    # there: none of them existed, and only this download makes them.
     looked = lookups.names()
     for s in served:
-        assert lookups.count("lstat", s.name) == 1
+        assert s.name not in looked
         assert s.name + ".part" not in looked
         assert s.name + ".part.meta" not in looked
+
+
+async def test_names_given_by_the_list_are_not_looked_up_either(
+    server: FileServer, dest: Path, lookups: Lookups
+) -> None:
+    # "URL NAME" lines: the name is fixed before the request, which used to
+    # cost an lstat of NAME before it and another at the attempt.
+    served = [server.add_generated(f"f{i}.bin", 1_000 + i) for i in range(10)]
+    requests = [DownloadRequest.from_url(server.url(s.name), f"saved-{s.name}") for s in served]
+    results = await download(requests, dest, **FAST)
+    assert [r.status for r in results] == ["ok"] * 10
+    assert files_under(dest) == {f"saved-{s.name}" for s in served}
+    looked = lookups.names()
+    for s in served:
+        assert f"saved-{s.name}" not in looked
+        assert f"saved-{s.name}.part" not in looked
+
+
+async def test_a_listed_name_present_at_the_start_is_skipped(
+    server: FileServer, dest: Path, lookups: Lookups
+) -> None:
+    # The other side: a name the folder held is looked up, and skipped.
+    server.add_bytes("f.bin", b"new" * 1000)
+    dest.mkdir()
+    (dest / "saved.bin").write_bytes(b"kept")
+    (result,) = await download([DownloadRequest.from_url(server.url("f.bin"), "saved.bin")], dest)
+    assert result.status == "skipped"
+    assert (dest / "saved.bin").read_bytes() == b"kept"
+    assert server.requests_for("f.bin") == []
+    assert lookups.count("lstat", "saved.bin") >= 1
 
 
 async def test_a_name_present_at_the_start_is_looked_up(
@@ -85,9 +115,9 @@ async def test_a_name_present_at_the_start_is_looked_up(
     (dest / "F.BIN").write_bytes(b"other file")
     results = await download([server.url("f.bin"), server.url("g.bin")], dest, **FAST)
     assert [r.status for r in results] == ["ok", "ok"]
-    # f.bin before the request and after the head; g.bin only after it.
+    # f.bin before the request and after the head; g.bin not at all.
     assert lookups.count("lstat", "f.bin") == 2
-    assert lookups.count("lstat", "g.bin") == 1
+    assert lookups.count("lstat", "g.bin") == 0
     assert (dest / "F.BIN").read_bytes() == b"other file"
 
 
@@ -160,3 +190,22 @@ async def test_a_part_made_by_another_program_during_the_run_is_left_alone(
     assert "another program" in (results[1].error or "")
     assert (dest / "g.bin.part").read_bytes() == theirs
     assert files_under(dest) == {"f.bin", "g.bin.part"}
+
+
+async def test_a_name_made_by_another_program_during_the_run_is_replaced(
+    dest: Path,
+) -> None:
+    # The README's promise: "existing" is what the run's listing saw, so a
+    # g.bin that appears while f.bin is served is not taken for g.bin's
+    # download (nor skipped): the download replaces it whole.
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/f.bin":
+            (dest / "g.bin").write_bytes(b"someone else's bytes")
+            return web.Response(body=b"f" * 100)
+        return web.Response(body=pattern_bytes(5000, seed=7))
+
+    async with serve_handler(handle) as base:
+        results = await download([f"{base}/f.bin", f"{base}/g.bin"], dest, concurrency=1, **FAST)
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert (dest / "g.bin").read_bytes() == pattern_bytes(5000, seed=7)
+    assert files_under(dest) == {"f.bin", "g.bin"}
