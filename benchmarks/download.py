@@ -219,6 +219,42 @@ def _size_or_none(path: Path) -> int | None:
 class Server:
     base_url: str
     description: str
+    pid: int | None = None  # the server's (master) process
+
+    def cpu_seconds(self) -> float:
+        """CPU (user + sys) used so far by the server and its live child processes."""
+        return tree_cpu_seconds(self.pid) if self.pid is not None else 0.0
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants, from ``/proc`` (Linux).
+
+    A benchmark client's figures leave out the server's work; on a machine
+    whose cores the server shares with the client, that work is part of
+    every run's budget (``srv CPU`` in the tables).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        # After "pid (comm)": state, ppid, ..., utime (14th field), stime.
+        parent[int(entry)] = int(fields[1])
+        used[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        current = frontier.pop()
+        for child, ppid in parent.items():
+            if ppid == current and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(used.get(each, 0.0) for each in tree)
 
 
 def free_port() -> int:
@@ -316,7 +352,7 @@ def run_nginx(nginx: str, root: Path, work: Path, workers: int) -> Iterator[Serv
                 f"nginx {nginx_version(nginx)} ({workers} worker{'s' if workers > 1 else ''}, "
                 "sendfile on, access_log off)"
             )
-            yield Server(f"http://127.0.0.1:{port}", desc)
+            yield Server(f"http://127.0.0.1:{port}", desc, proc.pid)
         finally:
             _stop(proc, signal.SIGQUIT)  # graceful: finish, then exit
         return
@@ -356,7 +392,7 @@ def run_python_server(
                 desc = f"aiohttp (asyncconc.testing.serve_files, delay={delay:g} s, {loop})"
             else:
                 desc = f"lean asyncio delay server (files in memory, delay={delay:g} s, {loop})"
-            yield Server(f"http://127.0.0.1:{port}", desc)
+            yield Server(f"http://127.0.0.1:{port}", desc, proc.pid)
         finally:
             _stop(proc)
         return
@@ -839,6 +875,7 @@ class Run:
     cpu_user: float
     cpu_sys: float
     peak_kib: int
+    server_cpu: float  # the server's CPU seconds during the run
     returncode: int
     timed_out: bool
     ok_files: int
@@ -1123,7 +1160,9 @@ def run_tool(
     # '' first on its sys.path) would import the working tree's package
     # from the repository root.
     cwd = tool.needs.partition("@")[2] or None
+    served_before = server.cpu_seconds()
     wall, user, system, peak, code, timed_out = measure(cmd, timeout, log, cwd)
+    served = server.cpu_seconds() - served_before
     ok, bad, extra = verify(dest, files)
     run = Run(
         tool.name,
@@ -1133,6 +1172,7 @@ def run_tool(
         user,
         system,
         peak,
+        served,
         code,
         timed_out,
         ok,
@@ -1196,7 +1236,7 @@ def summarise(runs: list[Run], pick: str) -> Summary:
 def set_table(spec: SetSpec, summaries: dict[str, Summary], jobs: int) -> list[str]:
     ideal = spec.ideal_seconds(jobs)
     head = f"{'tool':<18} {'wall s':>7} {'(min-max)':>11} {'files/s':>8} {'MB/s':>8} "
-    head += f"{'CPU s':>6} {'usr+sys':>11} {'peak MiB':>8}"
+    head += f"{'CPU s':>6} {'usr+sys':>11} {'srv CPU':>7} {'peak MiB':>8}"
     head += f" {'wall/ideal':>10}" if ideal else ""
     head += "  verified"
     lines = [head]
@@ -1205,7 +1245,8 @@ def set_table(spec: SetSpec, summaries: dict[str, Summary], jobs: int) -> list[s
         files_s = spec.count / r.wall
         mb_s = spec.total_bytes / MB / r.wall
         line = f"{name:<18} {r.wall:>7.2f} {s.wall_range:>11} {files_s:>8.0f} {mb_s:>8.1f} "
-        line += f"{r.cpu:>6.2f} {f'{r.cpu_user:.2f}+{r.cpu_sys:.2f}':>11} {r.peak_mib:>8.1f}"
+        line += f"{r.cpu:>6.2f} {f'{r.cpu_user:.2f}+{r.cpu_sys:.2f}':>11} {r.server_cpu:>7.2f}"
+        line += f" {r.peak_mib:>8.1f}"
         line += f" {r.wall / ideal:>10.2f}" if ideal else ""
         status = f"{r.ok_files}/{spec.count}"
         if r.timed_out:
@@ -1252,6 +1293,15 @@ def ratio_lines(
         lines.append(f"  {baseline} wall / peer wall: " + ", ".join(parts))
     parts = [f"{n} {r.cpu / s.run.cpu:.2f}x" for n, s in peers if s.run.cpu > 0]
     lines.append(f"  {baseline} CPU s / peer CPU s: " + ", ".join(parts))
+    # Whether a run was bound by the machine: the client and the server
+    # share its cores, so (client + server CPU) / wall near the core count
+    # means no client can go faster here without spending less CPU.
+    parts = [
+        f"{n} {(s.run.cpu + s.run.server_cpu) / s.run.wall:.2f}"
+        for n, s in summaries.items()
+        if s.run.wall > 0
+    ]
+    lines.append(f"  cores busy, (CPU + srv CPU) / wall, of {os.cpu_count()}: " + ", ".join(parts))
     parts = [f"{n} {r.peak_mib / s.run.peak_mib:.2f}x" for n, s in peers if s.run.peak_kib]
     lines.append(f"  {baseline} peak {r.peak_mib:.1f} MiB / peer peak: " + ", ".join(parts))
     if not r.verified:
