@@ -580,7 +580,7 @@ class _Job:
     ) -> aiohttp.ClientResponse | Answer:
         """GET (or HEAD), following up to 10 redirects by hand (to name loops clearly)."""
         url = self.request.url
-        origin = urlsplit(url)[:2]
+        origin: tuple[str, str] | None = None  # the list's URL's, split at a redirect
         foreign = False  # the URL asked for now is of another origin
         seen = {url}
         for _ in range(MAX_REDIRECTS + 1):
@@ -607,6 +607,8 @@ class _Job:
             if url in seen:
                 raise RedirectError(f"redirect loop at {url}", url=self.request.url)
             seen.add(url)
+            if origin is None:
+                origin = urlsplit(self.request.url)[:2]
             foreign = urlsplit(url)[:2] != origin
             if foreign:
                 for name in _ORIGIN_BOUND_HEADERS:
