@@ -24,6 +24,7 @@ from asyncconc.downloader._models import (
     DownloadRequest,
     DownloadResult,
     Status,
+    has_url_lines,
     parse_url_list,
 )
 from asyncconc.downloader._reporting import (
@@ -206,23 +207,35 @@ def _handle(args: argparse.Namespace) -> int:
     _check_report_path(args.report)
     lines = _read_lines(args.urls_file)  # a bad URLS_FILE: no folder made
     dest = _prepare_output(args.output)
-    requests = list(parse_url_list(lines))
-    del lines  # the text of the list is not kept for the run (~90 B a line)
-    if not requests:
+    if not has_url_lines(lines):
         # Nothing to do is not a failure (wget -i says the same and exits 0).
         where = "stdin" if args.urls_file == "-" else args.urls_file
         print_line(sys.stdout, f"no URLs in {printable(where)}")
         if args.report is not None:
             write_report(args.report, [])
         return 0
+    # With --workers the list is parsed on the run's loop, while the pool's
+    # fork server starts (see run_download); the text of the list is not kept
+    # for the run either way (~90 B a line).
+    held = [lines]
+    # The pool starts before the shards are known: no more processes than
+    # lines, unless the segments of a --split file are spread over them all.
+    workers = args.workers
+    if workers is not None and args.split <= 1:
+        workers = min(workers, len(lines))
+    del lines
+
+    async def parse(stack: contextlib.AsyncExitStack) -> list[DownloadRequest]:
+        return list(parse_url_list(held.pop()))
+
     return run_download(
-        requests,
+        parse if workers is not None else list(parse_url_list(held.pop())),
         dest,
         loop=args.loop,
         quiet=args.quiet,
         report=args.report,
         stdout=sys.stdout,
-        workers=args.workers,
+        workers=workers,
         options={
             "concurrency": args.jobs,
             "per_host": args.per_host,
@@ -320,7 +333,29 @@ def run_download(
     async def main() -> None:
         nonlocal reporter, requests
         async with contextlib.AsyncExitStack() as stack:
-            if not isinstance(source, list):
+            pool = None
+            if workers is not None and not isinstance(source, list):
+                # The pool starts first: its fork server (a new interpreter
+                # importing the downloader, ~0.2 s) runs on another core while
+                # this process makes the list. Measured: 20,000 lines take
+                # 0.25-0.4 s, which the first downloads waited for.
+                import asyncio  # loaded by now (the run's loop); not for an empty list
+
+                from asyncconc.downloader._sharded import worker_pool
+
+                pool = worker_pool(workers, loop)
+                starting = asyncio.ensure_future(stack.enter_async_context(pool))
+                await asyncio.sleep(0)  # the fork server is spawned
+                try:
+                    requests = await source(stack)
+                except BaseException:
+                    starting.cancel()  # a pool already entered is on the stack
+                    await asyncio.wait({starting})
+                    if not starting.cancelled():
+                        starting.exception()  # retrieved: the first error is the one raised
+                    raise
+                await starting
+            elif not isinstance(source, list):
                 requests = await source(stack)
             shown = _make_reporter(out, quiet=quiet, total=len(requests), tally=tally)
             reporter = shown
@@ -342,6 +377,7 @@ def run_download(
                     options=options or {},
                     loop=loop,
                     leftover=cut.__setitem__,
+                    pool=pool,
                 )
                 async with contextlib.aclosing(items):
                     async for index, result in items:

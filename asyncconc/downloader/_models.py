@@ -82,6 +82,11 @@ class DownloadRequest:
         fields = text.split()
         if not fields or fields[0].startswith("#"):
             return None
+        return cls._from_fields(fields, line)
+
+    @classmethod
+    def _from_fields(cls, fields: list[str], line: int) -> DownloadRequest:
+        """:meth:`from_line` of a line already split (at least one field)."""
         url, rest = fields[0], fields[1:]
         name: str | None = None
         sha256: str | None = None
@@ -158,22 +163,35 @@ def parse_url_list(lines: Iterable[str]) -> Iterator[DownloadRequest]:
     space inside the URL), is invalid: its request carries the problem.
     """
     for number, text in enumerate(lines, start=1):
-        if number == 1:
-            text = text.removeprefix("\ufeff")  # a byte-order mark (Notepad)
-        fields = text.split()
-        for i, field in enumerate(fields):
-            if field.startswith("#"):
-                del fields[i:]
-                break
+        fields = _line_fields(text, number)
         if not fields:
             continue
         problem = _line_problem(fields, number)
         if problem is not None:
             yield DownloadRequest(fields[0], line=number, problem=problem)
-            continue
-        request = DownloadRequest.from_line(" ".join(fields), number)
-        if request is not None:
-            yield request
+        else:
+            yield DownloadRequest._from_fields(fields, number)
+
+
+def has_url_lines(lines: Iterable[str]) -> bool:
+    """Whether :func:`parse_url_list` yields a request for ``lines``.
+
+    It yields exactly one for each line with a field before its comment, so
+    this stops at the first such line instead of checking every URL.
+    """
+    return any(_line_fields(text, number) for number, text in enumerate(lines, start=1))
+
+
+def _line_fields(text: str, number: int) -> list[str]:
+    """The fields of line ``number`` (1-based) before its comment."""
+    if number == 1:
+        text = text.removeprefix("\ufeff")  # a byte-order mark (Notepad)
+    fields = text.split()
+    for i, field in enumerate(fields):
+        if field.startswith("#"):
+            del fields[i:]
+            break
+    return fields
 
 
 @dataclass(frozen=True, slots=True)

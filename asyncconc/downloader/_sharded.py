@@ -76,7 +76,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asyncconc.downloader._index import INDEX_NAME
 from asyncconc.downloader._models import (
@@ -88,6 +88,9 @@ from asyncconc.downloader._models import (
     DownloadStarted,
 )
 from asyncconc.downloader._naming import NameAllocator, choose_name, name_max
+
+if TYPE_CHECKING:
+    from asyncconc.pool import LoopPool
 
 __all__ = ["run_sharded", "shard_requests"]
 
@@ -674,6 +677,17 @@ class _Parent:
             writer.close()
 
 
+def worker_pool(workers: int, loop: str = "auto") -> LoopPool:
+    """The pool :func:`run_sharded` runs on, not yet started.
+
+    A caller may start it before the list is parsed (its fork server
+    imports the downloader in another process meanwhile) and pass it on.
+    """
+    from asyncconc.pool import LoopPool  # the pool is only needed here
+
+    return LoopPool(max(1, workers), concurrency=1, loop=loop, preload=_WORKER_MODULES)
+
+
 async def run_sharded(
     requests: Sequence[DownloadRequest],
     dest: Path,
@@ -683,15 +697,17 @@ async def run_sharded(
     options: dict[str, Any],
     loop: str = "auto",
     leftover: Callable[[int, DownloadResult], None] | None = None,
+    pool: LoopPool | None = None,
 ) -> AsyncGenerator[tuple[int, DownloadResult], None]:
     """Download ``requests`` over ``workers`` processes; yield (index, result).
 
     ``options`` are :class:`Downloader` keyword options; ``concurrency`` is
     the total, split evenly over the workers. ``leftover``: as for
     ``Downloader._run``, the results the workers sent while being stopped.
+    ``pool``: a started :func:`worker_pool` of at least ``workers``
+    processes, left open (the caller closes it); else one is started and
+    closed here, with one process per shard.
     """
-    from asyncconc.pool import LoopPool  # the pool is only needed here
-
     choices = first_choices(requests, dest, overwrite=bool(options.get("overwrite")))
     shards = shard_requests(requests, workers)
     spreading = workers > 1 and int(options.get("split", 1)) > 1
@@ -711,8 +727,10 @@ async def run_sharded(
     with tempfile.TemporaryDirectory(prefix="asyncconc-") as tmp:
         address = os.path.join(tmp, "names.sock")
         server = await asyncio.start_unix_server(parent.serve, address)
-        pool = LoopPool(max(1, len(shards)), concurrency=1, loop=loop, preload=_WORKER_MODULES)
-        async with server, pool:
+        owned = pool is None
+        if pool is None:
+            pool = worker_pool(len(shards), loop)
+        async with server, pool if owned else contextlib.nullcontext():
             tasks = {
                 asyncio.create_task(
                     pool.submit(

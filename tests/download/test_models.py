@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asyncconc import DownloadRequest, DownloadResult, download, parse_url_list
+from asyncconc.downloader._models import has_url_lines
 from asyncconc.testing import FileServer
 
 SHA = "ab" * 32
@@ -137,3 +140,27 @@ async def test_invalid_lines_fail_and_the_others_still_download(
     assert (dest / "good1.bin").read_bytes() == b"one"
     assert (dest / "good2.bin").read_bytes() == b"two"
     assert sorted(r.path for r in server.requests) == ["/good1.bin", "/good2.bin"]
+
+
+# Lines built from the pieces that decide whether a line holds a request.
+_piece = st.sampled_from(
+    ["", " ", "\t", "#", "# c", "\ufeff", "http://h/a", "a.txt", "sha256=0", "\xa0"]
+)
+_line = st.lists(_piece, max_size=4).map("".join)
+
+
+@given(st.lists(_line, max_size=6))
+def test_has_url_lines_says_whether_the_list_yields_a_request(lines: list[str]) -> None:
+    # The CLI decides "no URLs in FILE" from it before the list is parsed.
+    assert has_url_lines(lines) == bool(list(parse_url_list(lines)))
+
+
+@given(st.lists(_line, max_size=6))
+def test_a_parsed_line_is_the_same_request_as_from_line_gives(lines: list[str]) -> None:
+    for request in parse_url_list(lines):
+        if request.line is None or request.problem is not None:
+            continue
+        text = lines[request.line - 1]
+        fields = (text.removeprefix("\ufeff") if request.line == 1 else text).split()
+        fields = fields[: next((i for i, f in enumerate(fields) if f.startswith("#")), None)]
+        assert DownloadRequest.from_line(" ".join(fields), request.line) == request

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import signal
 import sys
@@ -337,3 +338,72 @@ async def test_the_parent_of_a_workers_run_does_not_load_aiohttp(
             await proc.wait()
     assert out.decode().splitlines()[-1] == "0 []", (out + err).decode()
     assert (tmp_path / "out" / "x.txt").read_bytes() == b"x" * 100
+
+
+def _pool_processes() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def test_with_workers_the_pool_starts_while_the_list_is_made(
+    threaded_server: FileServer, tmp_path: Path
+) -> None:
+    # The pool's fork server (a new interpreter importing the downloader)
+    # starts on another core while the parent parses the list, instead of
+    # after it: the first downloads no longer wait for both in turn.
+    from asyncconc.downloader._cli import run_download
+
+    threaded_server.add_bytes("a.txt", b"a" * 1000)
+    seen: list[set[int]] = []
+
+    async def source(stack: object) -> list[DownloadRequest]:
+        seen.append(_pool_processes())
+        return [DownloadRequest.from_url(threaded_server.url("a.txt"), line=1)]
+
+    code = run_download(source, tmp_path / "out", quiet=True, stdout=io.StringIO(), workers=2)
+    assert code == 0
+    assert len(seen) == 1
+    assert seen[0], "no pool process was running while the list was made"
+    assert (tmp_path / "out" / "a.txt").read_bytes() == b"a" * 1000
+    assert not any(process_alive(pid) for pid in seen[0])
+
+
+def test_a_list_that_fails_while_the_pool_starts_leaves_no_process(tmp_path: Path) -> None:
+    from asyncconc.downloader._cli import run_download
+
+    seen: list[set[int]] = []
+
+    async def source(stack: object) -> list[DownloadRequest]:
+        seen.append(_pool_processes())  # the fork server, still importing
+        raise OSError("the list could not be read")
+
+    with pytest.raises(OSError, match="could not be read"):
+        run_download(source, tmp_path / "out", quiet=True, stdout=io.StringIO(), workers=2)
+    assert len(seen) == 1
+    assert seen[0], "no pool process was running while the list was made"
+    deadline = time.monotonic() + 10
+    while any(process_alive(pid) for pid in seen[0]):
+        assert time.monotonic() < deadline, f"pool processes outlived the run: {seen[0]}"
+        time.sleep(0.02)
+    assert not _pool_processes()
+
+
+async def test_workers_beyond_the_number_of_lines_are_not_started(
+    server: FileServer, tmp_path: Path
+) -> None:
+    server.add_generated("slow.bin", 4 << 20)
+    # ~2 s: 64 pieces of 64 KiB, 30 ms apart; counted while it runs.
+    urls = _write(tmp_path / "urls.txt", [server.url("slow.bin", drip=0.03, drip_size=65536)])
+    out = tmp_path / "out"
+    proc = await start_cli("download", urls, "-o", out, "--workers", "4", "-q")
+    try:
+        await wait_until(lambda: (out / "slow.bin.part").exists() or proc.returncode is not None)
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    # The fork server and one worker for the one line, not four workers.
+    assert len(tree) == 2, [p.cmdline() for p in tree]
+    assert (out / "slow.bin").stat().st_size == 4 << 20
