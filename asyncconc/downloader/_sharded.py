@@ -73,7 +73,7 @@ import pickle
 import struct
 import tempfile
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -86,6 +86,7 @@ from asyncconc.downloader._models import (
     DownloadRequest,
     DownloadResult,
     DownloadStarted,
+    WireRequest,
 )
 from asyncconc.downloader._naming import NameAllocator, choose_name, name_max
 
@@ -403,7 +404,7 @@ async def download_shard(
     address: str,
     shard: int,
     dest: str,
-    items: list[_Item],
+    items: list[tuple[int, WireRequest]],
     options: dict[str, Any],
     index_bytes: int | None = None,
     processes: int = 1,
@@ -419,14 +420,25 @@ async def download_shard(
     """
     # Here, not at the top: the parent never needs aiohttp.
     from asyncconc._malloc import tune_for_streaming
-    from asyncconc.downloader._pipeline import Downloader, _as_request
+    from asyncconc.downloader._pipeline import Downloader
     from asyncconc.downloader._segmented import SEGMENT_HELPERS
     from asyncconc.downloader._spread import Delegations, SegmentHelper
 
     tune_for_streaming()  # a worker process of the command line's own pool
 
-    requests = [_as_request(r) for _, r in items]
-    claiming = sum(r.problem is None for r in requests)
+    lines = [index for index, _ in items]  # this shard's line numbers in the list
+    wires: list[WireRequest | None] = [wire for _, wire in items]
+    items.clear()  # unpickled for this call alone
+    claiming = sum(wire is not None and wire[4] is None for wire in wires)  # no problem
+
+    def one_by_one() -> Iterator[DownloadRequest]:
+        # A request is built when its download takes it, and its fields are
+        # dropped then: what the worker holds shrinks as the run goes.
+        for local, wire in enumerate(wires):
+            wires[local] = None
+            assert wire is not None
+            yield DownloadRequest._from_wire(wire)  # the pipeline checks it
+
     reader, writer = await asyncio.open_unix_connection(address)
     link = _Link(writer)
     names = _Names(link, shard, claiming, int(options.get("concurrency", 16)))
@@ -465,7 +477,7 @@ async def download_shard(
     def report(local: int, result: DownloadResult) -> None:
         # Also for what was in flight when cancelled: sent as it stands (the
         # parent reports it; close() flushes it before the socket closes).
-        link.finished(items[local][0], result)
+        link.finished(lines[local], result)
 
     sent = 0
     try:
@@ -473,7 +485,7 @@ async def download_shard(
         async with (
             downloader,
             contextlib.aclosing(
-                downloader._run(requests, names=names, leftover=report, index_bytes=index_bytes)
+                downloader._run(one_by_one(), names=names, leftover=report, index_bytes=index_bytes)
             ) as results,
         ):
             async for local, result in results:
@@ -722,6 +734,11 @@ async def run_sharded(
     parent.shard_of = {index: k for k, shard in enumerate(shards) for index, _ in shard}
     processes = len(shards) if spreading else 1
     parent.expected = len(shards)
+    # What the parent keeps of a shard is its line numbers; the workers get
+    # the requests' plain fields (the submit holds them for the whole run).
+    lines_of = [[index for index, _ in shard] for shard in shards]
+    wires = [[(index, request._wire()) for index, request in shard] for shard in shards]
+    del shards
     reported = bytearray(len(requests))  # 1 per line: a set cost ~60 B a line
     index_bytes = _index_size(dest)
     with tempfile.TemporaryDirectory(prefix="asyncconc-") as tmp:
@@ -729,7 +746,7 @@ async def run_sharded(
         server = await asyncio.start_unix_server(parent.serve, address)
         owned = pool is None
         if pool is None:
-            pool = worker_pool(len(shards), loop)
+            pool = worker_pool(len(lines_of), loop)
         async with server, pool if owned else contextlib.nullcontext():
             tasks = {
                 asyncio.create_task(
@@ -738,13 +755,13 @@ async def run_sharded(
                         address,
                         k,
                         str(dest),
-                        shard,
+                        wire,
                         per_worker,
                         index_bytes,
                         processes,
                     )
                 ): k
-                for k, shard in enumerate(shards)
+                for k, wire in enumerate(wires)
             }
             for task in tasks:
                 task.add_done_callback(lambda _: parent.changed.set())
@@ -779,10 +796,10 @@ async def run_sharded(
                 # A shard whose worker died: fail what it had not finished.
                 for task, k in tasks.items():
                     error = await _shard_error(task)
-                    for index, request in shards[k]:
+                    for index in lines_of[k]:
                         if not reported[index]:
                             result = DownloadResult.unfinished(
-                                request, error or "the worker process stopped"
+                                requests[index], error or "the worker process stopped"
                             )
                             on_event(DownloadFinished(result))
                             reported[index] = 1

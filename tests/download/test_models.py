@@ -164,3 +164,14 @@ def test_a_parsed_line_is_the_same_request_as_from_line_gives(lines: list[str]) 
         fields = (text.removeprefix("\ufeff") if request.line == 1 else text).split()
         fields = fields[: next((i for i, f in enumerate(fields) if f.startswith("#")), None)]
         assert DownloadRequest.from_line(" ".join(fields), request.line) == request
+
+
+@given(st.lists(_line, max_size=6))
+def test_a_request_sent_to_a_worker_process_is_the_same_request(lines: list[str]) -> None:
+    # download --workers sends each request's plain fields, not the object.
+    requests = [*parse_url_list(lines), DownloadRequest("http://h/x", PurePosixPath("d/a.txt"))]
+    for request in requests:
+        back = DownloadRequest._from_wire(request._wire())
+        assert back == request
+        assert back.checked == request.checked
+        assert back.name is None or isinstance(back.name, PurePosixPath)
