@@ -776,6 +776,12 @@ def cmd_raw(job: Job) -> list[str]:
     return [job.python, raw, str(urls), str(job.dest), "-j", str(job.jobs)]
 
 
+def cmd_sock_threads(job: Job) -> list[str]:
+    urls = _plain_list(job)
+    client = str(Path(__file__).resolve().with_name("sock_threads.py"))
+    return [job.python, client, str(urls), str(job.dest), "-j", str(job.jobs)]
+
+
 def cmd_aria2c_x4(job: Job) -> list[str]:
     # Four connections per file (segmented), as a user would for one big file.
     cmd = cmd_aria2c(job)
@@ -833,6 +839,10 @@ TOOLS = {
     # No aiohttp: one preallocated buffer per connection, os.write from it
     # (benchmarks/raw_client.py); what a lower-level receive path could reach.
     "raw": Tool("raw", cmd_raw, "python:uvloop", True),
+    # No event loop: a blocking socket per file in a pool of threads, recv_into
+    # one buffer and os.write from it (benchmarks/sock_threads.py); the most a
+    # Python client gets from every core on big files.
+    "sock-threads": Tool("sock-threads", cmd_sock_threads, "python:socket", True, _BIG),
     "aria2c": Tool("aria2c", cmd_aria2c, "aria2c", True),
     "aria2c-x4": Tool("aria2c-x4", cmd_aria2c_x4, "aria2c", True, _BIG),
     "curl": Tool("curl", cmd_curl, "curl", True),

@@ -65,6 +65,11 @@ MAX_REDIRECTS = 10
 MAX_BACKPRESSURE_WAITS = 600
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TRANSIENT_STATUSES = frozenset({408, 429})
+# A body with at least this much still to come on asyncconc's own
+# connections is received by a thread of its own (Answer.detach_body), at
+# most RECEIVERS_PER_CORE per core at once; the rest stay on the loop.
+THREAD_BODY_BYTES = 4 << 20
+RECEIVERS_PER_CORE = 2
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
 # Credentials are for the host the user named, not for wherever it redirects.
 _ORIGIN_BOUND_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
@@ -131,6 +136,8 @@ class FetchContext:
     # None: not listed yet, or the listing failed (every name is looked up).
     _present: frozenset[str] | None = None
     _listed: bool = False
+    # Bodies being received by threads of their own now (_Job._receive_body).
+    _receivers: int = 0
 
     def download_ended(self) -> None:
         """One download released its descriptors: wake those waiting for one."""
@@ -746,16 +753,18 @@ class _Job:
             except DownloadError as exc:
                 raise self._write_failure(exc) from exc
             emit(DownloadStarted(url, self.rel.as_posix(), expected, offset))
-            pieces = (
-                response.pieces() if isinstance(response, Answer) else _aiohttp_pieces(response)
-            )
             try:
-                async for chunk in pieces:
-                    try:
+                if not await self._receive_body(part, response):
+                    pieces = (
+                        response.pieces()
+                        if isinstance(response, Answer)
+                        else _aiohttp_pieces(response)
+                    )
+                    async for chunk in pieces:
                         await part.write(chunk)
-                    except WriteError as exc:
-                        raise self._write_failure(exc) from exc
-                    emit(DownloadProgress(url, len(chunk)))
+                        emit(DownloadProgress(url, len(chunk)))
+            except WriteError as exc:
+                raise self._write_failure(exc) from exc
             except Exception as exc:
                 if not is_body_error(exc):
                     raise
@@ -778,6 +787,39 @@ class _Job:
             if not done:
                 part.keep()
         return self.result("ok", sha256=digest)
+
+    async def _receive_body(
+        self, part: PartFile, response: aiohttp.ClientResponse | Answer
+    ) -> bool:
+        """A large body on our own connection, received by a thread; False: not taken.
+
+        Only a ``Content-Length`` body with :data:`THREAD_BODY_BYTES` or more
+        still to come, and while fewer than :data:`RECEIVERS_PER_CORE` per
+        core are being received so (threads beyond the cores only wait on
+        each other for the GIL).
+        """
+        ctx = self.ctx
+        if not isinstance(response, Answer) or response.body_left() < THREAD_BODY_BYTES:
+            return False
+        if ctx._receivers >= RECEIVERS_PER_CORE * (os.cpu_count() or 1):
+            return False
+        body = response.detach_body()
+        if body is None:
+            return False
+        url, emit = self.request.url, ctx.emit
+        ctx._receivers += 1
+        try:
+            await body.settle()
+            # No await from here to start(): no read of the loop comes between.
+            queued, body.queued = body.queued, []
+            for chunk in queued:
+                part.queue(chunk)
+                emit(DownloadProgress(url, len(chunk)))
+            body.start()
+            await part.receive(body.read_into, body.stop, lambda n: emit(DownloadProgress(url, n)))
+        finally:
+            ctx._receivers -= 1
+        return True
 
     async def _segmented(
         self, response: aiohttp.ClientResponse | Answer | None, state: dict[str, Any] | None

@@ -37,6 +37,17 @@ as it does aiohttp's matching errors.
 A reused connection that the server had closed (an idle keep-alive it
 dropped) fails before the first byte of the answer; such a request is sent
 again at once on a new connection, once, as curl and browsers do for a GET.
+
+A large ``Content-Length`` body can leave the loop: :meth:`Answer.detach_body`
+stops the transport reading and hands the rest of the body to a
+:class:`DetachedBody`, which a thread reads from a duplicate of the socket's
+descriptor straight into a buffer of its own and writes from it at once
+(:meth:`~asyncconc.downloader._writing.PartFile.receive`). Per byte that is
+what a plain threaded client costs: the buffer is reused while still in the
+CPU's cache, where the loop path hands each piece of a fresh buffer to a
+writer thread later (``benchmarks/download.py`` tool ``sock-threads``, and
+docs/benchmarks-download.md, issue 8, tenth session). The connection goes
+back to the pool when the body was read to its end.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ import asyncio
 import collections
 import contextlib
 import errno
+import os
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, cast
@@ -62,6 +74,7 @@ __all__ = [
     "ConnectFailure",
     "ConnectTimeout",
     "Connections",
+    "DetachedBody",
     "InvalidAnswer",
     "ServerClosed",
     "WireError",
@@ -241,6 +254,7 @@ class Answer:
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._released = False
+        self._detached: DetachedBody | None = None
 
     # -- httptools callbacks --------------------------------------------------
 
@@ -332,6 +346,8 @@ class Answer:
                 size = self._left
                 self._keep_alive = False
             self._left -= size
+            if self._detached is not None:
+                self._detached.left = self._left
             self._push(piece)
             if self._left == 0:
                 self._finish()
@@ -343,6 +359,9 @@ class Answer:
 
     def _push(self, piece: _Piece) -> None:
         if not piece:
+            return
+        if self._detached is not None:
+            self._detached._stray(piece)
             return
         self._pieces.append(piece)
         self._queued += len(piece)
@@ -430,13 +449,143 @@ class Answer:
                 raise self._error
             await self._wait()
 
+    def body_left(self) -> int:
+        """Bytes of a ``Content-Length`` body not yet received (0 for any other body)."""
+        return max(self._left, 0) if not self._complete else 0
+
+    def detach_body(self) -> DetachedBody | None:
+        """Hand the rest of a ``Content-Length`` body to a thread, or ``None``.
+
+        Only before :meth:`pieces` was iterated, for a body of announced
+        length still coming on an open connection. The transport stops
+        reading; the pieces already received are
+        :attr:`DetachedBody.queued`, to be written first. A read the loop
+        had already scheduled may still come after the pause (asyncio's
+        selector loop runs it in the same iteration): its piece joins
+        ``queued``, so the caller lets the loop run once
+        (:meth:`DetachedBody.settle`) before it takes ``queued`` for the
+        last time and starts the thread.
+        """
+        conn, transport = self._conn, self._conn.transport
+        if self._in_head or self._complete or self._error is not None or self._left <= 0:
+            return None
+        if transport is None or conn.lost or self._detached is not None:
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        try:
+            dup = socket.socket(fileno=os.dup(sock.fileno()))
+        except OSError:
+            return None
+        transport.pause_reading()
+        self._paused = True
+        queued = list(self._pieces)
+        self._pieces.clear()
+        self._queued = 0
+        self._detached = DetachedBody(self, dup, queued, self._left)
+        return self._detached
+
     def release(self) -> None:
         """Done with this answer: the connection is reused if it was read to the end."""
         if self._released:
             return
         self._released = True
+        if self._detached is not None:
+            self._detached.end()
         self._pieces.clear()
         self._conn.end(self._complete and self._keep_alive and self._error is None)
+
+
+class DetachedBody:
+    """The rest of a ``Content-Length`` body, read by a thread (see :meth:`Answer.detach_body`).
+
+    :meth:`read_into` runs in that one thread; :meth:`stop` and :meth:`end`
+    on the loop. The thread reads a duplicate descriptor of the connection's
+    socket (still non-blocking: the loop shares its file status), so the
+    transport's own descriptor and state are untouched, and the read timeout
+    is the answer's: the longest wait for the next byte.
+    """
+
+    # A wait without a read timeout still wakes this often to see stop().
+    _POLL = 60.0
+
+    def __init__(self, answer: Answer, sock: socket.socket, queued: list[_Piece], left: int):
+        self._answer = answer
+        self._sock = sock
+        self._timeout = answer._timeout
+        sock.settimeout(self._POLL if self._timeout is None else self._timeout)
+        self.queued = queued
+        self.left = left  # body bytes the thread has still to read
+        self._stopped = False
+        self._started = False
+        self._ended = False
+
+    async def settle(self) -> None:
+        """Let a read the loop scheduled before the pause come in (it joins :attr:`queued`)."""
+        await asyncio.sleep(0)
+
+    def start(self) -> None:
+        """From now on the thread reads: a byte the loop still reads would be out of order."""
+        self._started = True
+
+    def _stray(self, piece: _Piece) -> None:
+        if self._started:
+            # Never reached with the settle() protocol; were it, the bytes
+            # would be out of order: the body is cut, never stitched wrong.
+            self._answer._fail(BodyCut("a read of the loop came after the thread began"))
+            self.stop()
+        else:
+            self.queued.append(piece)
+
+    def read_into(self, buffer: memoryview) -> int:
+        """Read the next body bytes into ``buffer`` (in the thread): 0 at the body's end.
+
+        Raises what ended the body early.
+        """
+        if self.left == 0:
+            return 0
+        want = min(self.left, len(buffer))
+        while True:
+            if self._stopped:
+                raise BodyCut("the download was stopped before the end")
+            try:
+                n = self._sock.recv_into(buffer, want)
+            except TimeoutError:
+                if self._timeout is None:
+                    continue
+                raise TimeoutError(f"no data for {self._timeout} s") from None
+            except OSError as exc:
+                if self._stopped:
+                    raise BodyCut("the download was stopped before the end") from exc
+                raise BodyCut(f"the connection failed before the end: {exc}") from exc
+            if n == 0:
+                if self._stopped:
+                    raise BodyCut("the download was stopped before the end")
+                raise BodyCut("the connection closed before the end")
+            self.left -= n
+            return n
+
+    def stop(self) -> None:
+        """Make a :meth:`read_into` waiting in the thread return soon (on the loop)."""
+        self._stopped = True
+        # After end() the socket object is closed and this is a no-op: its
+        # descriptor number, maybe reused since, is never touched again.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RD)
+
+    def end(self) -> None:
+        """The thread is done with the body: settle the answer (on the loop)."""
+        if self._ended:
+            return
+        self._ended = True
+        self._sock.close()
+        answer = self._answer
+        if self.left == 0 and not self._stopped:
+            answer._left = 0
+            answer._finish()
+        else:
+            answer._fail(BodyCut("the connection closed before the end"))
 
 
 def _time_out(waiter: asyncio.Future[None]) -> None:

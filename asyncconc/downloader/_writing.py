@@ -15,6 +15,12 @@ Cleanup is synchronous (:meth:`PartFile.keep`, :meth:`PartFile.discard`) so it
 is safe in ``finally`` blocks of a cancelled task: it waits for the one batch
 in flight, writes what was gathered, and closes the descriptor.
 
+A large body on asyncconc's own connections skips the batches:
+:meth:`PartFile.receive` gives it a thread of its own that reads the socket
+into one reused buffer and writes each read at once (see
+:class:`~asyncconc.downloader._http1.DetachedBody`). What reached the file is
+then always a consistent prefix, exactly as with the batches.
+
 A ``NAME.part.meta`` sidecar remembers the URL and the server's validator
 (ETag or Last-Modified) so a later run can resume with ``If-Range``.
 """
@@ -50,6 +56,9 @@ FLUSH_BYTES = 1 << 20
 FLUSH_AGE = 1.0
 # Files up to this size are written on the loop itself (see commit()).
 INLINE_BYTES = 64 << 10
+# receive(): the thread's buffer, and how often the loop hears of progress.
+RECEIVE_BUFFER = 256 << 10
+RECEIVE_TICK = 0.25
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _READ_CHUNK = 1 << 20
 # Creates of one name raced by something else that keeps re-creating it.
@@ -165,6 +174,8 @@ class PartFile:
         # was closed: the index records it without another stat.
         self.stat: tuple[int, int] | None = None
         self._age_timer: asyncio.TimerHandle | None = None
+        # Set while receive() runs: what makes its thread stop.
+        self._stop: Callable[[], None] | None = None
         # What the caller knows was not there (see expect_new).
         self._stale_sidecar = True
         self._part_new = False
@@ -247,6 +258,11 @@ class PartFile:
         if self._buffered >= FLUSH_BYTES:
             await self._flush()
 
+    def queue(self, chunk: Chunk) -> None:
+        """Queue ``chunk`` without waiting (the next flush, receive() or keep() writes it)."""
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+
     def _on_age(self) -> None:
         """The oldest queued byte is FLUSH_AGE old: start writing the batch.
 
@@ -298,11 +314,90 @@ class PartFile:
         await self._wait_pending()
         return await self._run(lambda: self._finish(expected_size, expected_sha256))
 
+    async def receive(
+        self,
+        read_into: Callable[[memoryview], int],
+        stop: Callable[[], None],
+        progress: Callable[[int], None],
+    ) -> None:
+        """Append the bytes that ``read_into`` reads, in a thread of its own.
+
+        ``read_into(buffer)`` (called in that thread) fills the start of
+        ``buffer`` and returns how many bytes, 0 at the end of the data, or
+        raises what ended the data early; that exception is raised here. Each read is written (and
+        hashed) before the next, so the file is always a prefix of the data.
+        ``progress(n)`` is called on the loop every :data:`RECEIVE_TICK`
+        seconds with the bytes written since. ``stop()`` (called on the loop
+        by :meth:`keep` or :meth:`discard` if the awaiting task is
+        cancelled) must make a waiting ``read_into`` return or raise soon.
+        """
+        await self._flush()
+        await self._wait_pending()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        # Settled after a cancelled wait too: its outcome is always retrieved.
+        future.add_done_callback(_retrieve)
+        done = threading.Event()
+
+        def job() -> None:
+            error: BaseException | None = None
+            try:
+                self._receive(read_into)
+            except BaseException as exc:  # handed to the loop, raised there
+                error = exc
+            finally:
+                done.set()
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(_settle, future, error)
+
+        self._pending = done
+        self._stop = stop
+        reported = self._written  # before the thread adds to it
+        threading.Thread(target=job, name="asyncconc-receive", daemon=True).start()
+        try:
+            while not future.done():
+                await asyncio.wait([future], timeout=RECEIVE_TICK)
+                written = self._written
+                if written > reported:
+                    progress(written - reported)
+                    reported = written
+            future.result()
+        except _WriteFailed as exc:
+            cause = exc.__cause__
+            assert isinstance(cause, OSError)
+            msg = f"cannot write {self.part}: {cause.strerror or cause}"
+            raise WriteError(msg, url="") from cause
+        finally:
+            if future.done():
+                self._stop = None
+
+    def _receive(self, read_into: Callable[[memoryview], int]) -> None:
+        try:
+            if self._fd is None:
+                self._fd = self._open_fresh()
+            elif self._sidecar_due:
+                self._write_sidecar()
+        except OSError as exc:
+            raise _WriteFailed from exc
+        fd, hashing = self._fd, self._hash
+        view = memoryview(bytearray(RECEIVE_BUFFER))
+        while n := read_into(view):
+            piece = view[:n]
+            if hashing is not None:
+                hashing.update(piece)
+            try:
+                while piece:
+                    piece = piece[os.write(fd, piece) :]
+            except OSError as exc:
+                raise _WriteFailed from exc
+            self._written += n
+
     def keep(self) -> None:
         """Save what was received to ``.part`` and close; safe when cancelled."""
         if self._closed:
             return
         self._closed = True
+        self._stop_receiving()
         try:
             self._wait_pending_sync()
             if self._chunks:
@@ -318,6 +413,7 @@ class PartFile:
 
     def discard(self) -> None:
         """Close and delete ``.part`` and its sidecar; safe when cancelled."""
+        self._stop_receiving()
         with contextlib.suppress(BaseException):
             self._wait_pending_sync()
         self._remove_files()
@@ -330,6 +426,11 @@ class PartFile:
         for path in (self.part, self.meta):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+
+    def _stop_receiving(self) -> None:
+        stop, self._stop = self._stop, None
+        if stop is not None:
+            stop()
 
     def _cancel_age_timer(self) -> None:
         timer, self._age_timer = self._age_timer, None
@@ -517,6 +618,19 @@ def create_file(path: str, *, replace: bool = True) -> int:
         except FileNotFoundError:
             os.makedirs(os.path.dirname(path), exist_ok=True)
     return os.open(path, _OPEN_FLAGS | os.O_EXCL, 0o644)
+
+
+class _WriteFailed(Exception):
+    """An ``OSError`` of the file (its ``__cause__``), not of the data's source."""
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
