@@ -52,7 +52,7 @@ from asyncconc.downloader._models import (
 )
 from asyncconc.downloader._naming import META_SUFFIX, PART_SUFFIX, NameClaimer, choose_name
 from asyncconc.downloader._sessions import Sessions, is_body_error, is_network_error
-from asyncconc.downloader._writing import PartFile, part_path, read_resume_info
+from asyncconc.downloader._writing import PartFile, ReceiveBudget, part_path, read_resume_info
 
 if TYPE_CHECKING:
     import aiohttp
@@ -65,11 +65,6 @@ MAX_REDIRECTS = 10
 MAX_BACKPRESSURE_WAITS = 600
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TRANSIENT_STATUSES = frozenset({408, 429})
-# A body with at least this much still to come on asyncconc's own
-# connections is received by a thread of its own (Answer.detach_body), at
-# most RECEIVERS_PER_CORE per core at once; the rest stay on the loop.
-THREAD_BODY_BYTES = 4 << 20
-RECEIVERS_PER_CORE = 2
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
 # Credentials are for the host the user named, not for wherever it redirects.
 _ORIGIN_BOUND_HEADERS = ("Authorization", "Cookie", "Proxy-Authorization")
@@ -136,8 +131,8 @@ class FetchContext:
     # None: not listed yet, or the listing failed (every name is looked up).
     _present: frozenset[str] | None = None
     _listed: bool = False
-    # Bodies being received by threads of their own now (_Job._receive_body).
-    _receivers: int = 0
+    # Bodies received by threads of their own (_Job._receive_body, --split).
+    receivers: ReceiveBudget = field(default_factory=ReceiveBudget)
 
     def download_ended(self) -> None:
         """One download released its descriptors: wake those waiting for one."""
@@ -793,22 +788,17 @@ class _Job:
     ) -> bool:
         """A large body on our own connection, received by a thread; False: not taken.
 
-        Only a ``Content-Length`` body with :data:`THREAD_BODY_BYTES` or more
-        still to come, and while fewer than :data:`RECEIVERS_PER_CORE` per
-        core are being received so (threads beyond the cores only wait on
-        each other for the GIL).
+        Only a ``Content-Length`` body with ``THREAD_BODY_BYTES`` or more
+        still to come, while the run's :class:`ReceiveBudget` allows.
         """
-        ctx = self.ctx
-        if not isinstance(response, Answer) or response.body_left() < THREAD_BODY_BYTES:
+        budget = self.ctx.receivers
+        if not isinstance(response, Answer) or not budget.take(response.body_left()):
             return False
-        if ctx._receivers >= RECEIVERS_PER_CORE * (os.cpu_count() or 1):
-            return False
-        body = response.detach_body()
-        if body is None:
-            return False
-        url, emit = self.request.url, ctx.emit
-        ctx._receivers += 1
         try:
+            body = response.detach_body()
+            if body is None:
+                return False
+            url, emit = self.request.url, self.ctx.emit
             await body.settle()
             # No await from here to start(): no read of the loop comes between.
             queued, body.queued = body.queued, []
@@ -818,7 +808,7 @@ class _Job:
             body.start()
             await part.receive(body.read_into, body.stop, lambda n: emit(DownloadProgress(url, n)))
         finally:
-            ctx._receivers -= 1
+            budget.give()
         return True
 
     async def _segmented(
@@ -847,6 +837,7 @@ class _Job:
             checksum=self._checksum,
             expected_sha256=self.request.sha256,
             part_new=self._part_absent,
+            receivers=self.ctx.receivers,
         )
         try:
             if response is not None:

@@ -58,6 +58,7 @@ import contextlib
 import errno
 import os
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, cast
 
@@ -520,6 +521,11 @@ class DetachedBody:
         self._stopped = False
         self._started = False
         self._ended = False
+        # Between the thread and the loop: whether a read is in progress, and
+        # whether end() came (then the last of the two closes the socket).
+        self._lock = threading.Lock()
+        self._reading = False
+        self._closing = False
 
     async def settle(self) -> None:
         """Let a read the loop scheduled before the pause come in (it joins :attr:`queued`)."""
@@ -545,15 +551,32 @@ class DetachedBody:
         """
         if self.left == 0:
             return 0
-        want = min(self.left, len(buffer))
-        while True:
-            if self._stopped:
+        with self._lock:
+            if self._stopped or self._closing:
                 raise BodyCut("the download was stopped before the end")
+            self._reading = True
+        try:
+            n = self._recv(buffer[: self.left])
+        finally:
+            self._read_over()
+        self.left -= n
+        return n
+
+    def _read_over(self) -> None:
+        with self._lock:
+            self._reading = False
+            if self._closing:  # end() came meanwhile: closing is ours
+                self._sock.close()
+
+    def _recv(self, buffer: memoryview) -> int:
+        while True:
             try:
-                n = self._sock.recv_into(buffer, want)
+                n = self._sock.recv_into(buffer)
             except TimeoutError:
-                if self._timeout is None:
+                if self._timeout is None and not self._stopped:
                     continue
+                if self._stopped:
+                    raise BodyCut("the download was stopped before the end") from None
                 raise TimeoutError(f"no data for {self._timeout} s") from None
             except OSError as exc:
                 if self._stopped:
@@ -563,23 +586,39 @@ class DetachedBody:
                 if self._stopped:
                     raise BodyCut("the download was stopped before the end")
                 raise BodyCut("the connection closed before the end")
-            self.left -= n
             return n
 
     def stop(self) -> None:
         """Make a :meth:`read_into` waiting in the thread return soon (on the loop)."""
-        self._stopped = True
-        # After end() the socket object is closed and this is a no-op: its
-        # descriptor number, maybe reused since, is never touched again.
+        with self._lock:
+            self._stopped = True
+            if not self._closing:
+                self._wake()
+
+    def _wake(self) -> None:
+        # Only while the socket is open (the lock is held): its descriptor
+        # number, maybe reused once closed, is never touched.
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RD)
 
     def end(self) -> None:
-        """The thread is done with the body: settle the answer (on the loop)."""
+        """The answer is released: settle it, and close the socket (on the loop).
+
+        Normally the thread is done by now. If it is still reading (a
+        cancelled download whose cleanup runs later), it is woken and closes
+        the socket itself once its read returns, so that no descriptor is
+        closed under a read in progress.
+        """
         if self._ended:
             return
         self._ended = True
-        self._sock.close()
+        with self._lock:
+            self._closing = True
+            if self._reading:
+                self._stopped = True
+                self._wake()
+            else:
+                self._sock.close()
         answer = self._answer
         if self.left == 0 and not self._stopped:
             answer._left = 0

@@ -70,15 +70,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from asyncconc._errors import IntegrityError, WriteError
-from asyncconc.downloader._http1 import Answer
+from asyncconc.downloader._http1 import Answer, DetachedBody
 from asyncconc.downloader._models import DownloadEvent, DownloadProgress, DownloadStarted
 from asyncconc.downloader._sessions import Sessions, is_body_error
 from asyncconc.downloader._writing import (
     FLUSH_AGE,
     FLUSH_BYTES,
+    RECEIVE_BUFFER,
+    RECEIVE_TICK,
+    ReceiveBudget,
+    Waiter,
     create_file,
     meta_path,
     part_path,
+    start_receiver,
 )
 
 if TYPE_CHECKING:
@@ -171,6 +176,8 @@ class SegmentedFetch:
     # The caller knows NAME.part was not there: one found now is another
     # program's, refused rather than replaced (see PartFile.expect_new).
     part_new: bool = False
+    # Threads for large segments on asyncconc's own connections (None: none).
+    receivers: ReceiveBudget | None = None
 
 
 @dataclass(slots=True)
@@ -179,12 +186,13 @@ class _Segment:
     end: int  # exclusive
     done: int = 0  # bytes from ``start`` that are on disk
     saved: int = 0  # ``done`` as last recorded in the sidecar
-    pending: threading.Event | None = None  # set when the write in flight is over
+    pending: Waiter | None = None  # set when the write in flight is over
     future: asyncio.Future[None] | None = None  # that write, for the loop side
     chunks: list[bytes | memoryview] = field(default_factory=list)  # received, not yet handed over
     gathered: int = 0  # their length
     next_offset: int = 0  # where ``chunks`` go
     timer: asyncio.TimerHandle | None = None  # the FLUSH_AGE flush
+    stop: Callable[[], None] | None = None  # stops the thread receiving it, if one does
 
     @property
     def complete(self) -> bool:
@@ -446,6 +454,9 @@ def _finish_writes(state: _State) -> None:
     byte of its segment is on disk, so Ctrl-C loses nothing received.
     """
     for s in state.segments:
+        stop, s.stop = s.stop, None
+        if stop is not None:
+            stop()
         pending, s.pending = s.pending, None
         if pending is not None:
             pending.wait()
@@ -611,6 +622,10 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
 
 
 async def _receive(state: _State, segment: _Segment, response: Response) -> None:
+    if isinstance(response, Answer) and await _receive_in_thread(state, segment, response):
+        if not segment.complete:
+            raise SegmentRetry(f"segment at {segment.start} ended early")
+        return
     emit = state.fetch.emit
     url = state.fetch.url
     segment.next_offset = segment.start + segment.done
@@ -642,6 +657,81 @@ async def _receive(state: _State, segment: _Segment, response: Response) -> None
             segment.timer = None
     if not segment.complete:
         raise SegmentRetry(f"segment at {segment.start} ended early")
+
+
+async def _receive_in_thread(state: _State, segment: _Segment, answer: Answer) -> bool:
+    """A large segment received by a thread of its own (see ``Answer.detach_body``).
+
+    False: not taken (too small, the budget is spent, or the answer cannot
+    be detached); nothing was read. The thread writes each read at its
+    offset before the next read and only then counts it in ``segment.done``,
+    which the loop records in the sidecar as before.
+    """
+    budget = state.fetch.receivers
+    left = segment.end - segment.start - segment.done
+    if budget is None or segment.chunks or state.fd is None:
+        return False
+    if not budget.take(min(left, answer.body_left())):
+        return False
+    try:
+        body = answer.detach_body()
+        if body is None:
+            return False
+        await _wait(state, segment)  # nothing of this segment may be in flight
+        await body.settle()
+        # No await from here to start(): no read of the loop comes between.
+        queued, body.queued = body.queued, []
+        body.start()
+        await _thread_fill(state, segment, body, queued)
+    finally:
+        budget.give()
+    return True
+
+
+async def _thread_fill(
+    state: _State, segment: _Segment, body: DetachedBody, queued: list[bytes | memoryview]
+) -> None:
+    fd = state.fd
+    assert fd is not None
+    fetch = state.fetch
+
+    def job() -> None:
+        offset = segment.start + segment.done
+        view = memoryview(bytearray(RECEIVE_BUFFER))
+        pieces = iter(queued)
+        while (room := segment.end - offset) > 0:
+            piece = next(pieces, None)
+            if piece is None:
+                n = body.read_into(view[: min(len(view), room)])
+                if n == 0:
+                    return  # the answer ended: the caller sees the segment short
+                piece = view[:n]
+            piece = memoryview(piece)[:room]
+            try:
+                while piece:
+                    written = os.pwrite(fd, piece, offset)
+                    piece, offset = piece[written:], offset + written
+                    segment.done += written
+            except OSError as exc:
+                msg = f"cannot write {state.part}: {exc.strerror or exc}"
+                raise WriteError(msg, url=fetch.url) from exc
+
+    reported = segment.done  # before the thread adds to it
+    segment.stop = body.stop
+    future, segment.pending = start_receiver(job)
+    try:
+        while not future.done():
+            await asyncio.wait([future], timeout=RECEIVE_TICK)
+            if segment.done > reported:
+                fetch.emit(DownloadProgress(fetch.url, segment.done - reported))
+                reported = segment.done
+                _save_if_due(state)
+        future.result()
+    finally:
+        if future.done():
+            segment.stop = None
+            segment.pending = None
+    segment.next_offset = segment.start + segment.done
 
 
 async def _pieces(response: Response) -> AsyncIterator[bytes | memoryview]:

@@ -67,6 +67,7 @@ from asyncconc.downloader._segmented import (
     _State,
 )
 from asyncconc.downloader._sessions import Sessions
+from asyncconc.downloader._writing import ReceiveBudget
 
 __all__ = ["Delegations", "SegmentHelper"]
 
@@ -139,6 +140,7 @@ class SegmentHelper:
         self._send = send
         self._tasks: dict[tuple[int, int], asyncio.Task[None]] = {}
         self._sessions: Sessions | None = None
+        self._receivers = ReceiveBudget()
 
     def start(self, owner: int, job: int, spec: dict[str, Any]) -> None:
         if self._sessions is None:
@@ -181,6 +183,7 @@ class SegmentHelper:
                 emit=lambda _: None,  # the owner tells the parent
                 checksum=False,
                 expected_sha256=None,
+                receivers=self._receivers,
             ),
             spec["url"],
             spec["total"],

@@ -38,12 +38,22 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from asyncconc._errors import IntegrityError, WriteError
 from asyncconc.downloader._naming import META_SUFFIX, PART_SUFFIX
 
-__all__ = ["FLUSH_BYTES", "PartFile", "ResumeInfo", "create_file", "read_resume_info"]
+__all__ = [
+    "FLUSH_BYTES",
+    "PartFile",
+    "ReceiveBudget",
+    "Receiver",
+    "ResumeInfo",
+    "Waiter",
+    "create_file",
+    "read_resume_info",
+    "start_receiver",
+]
 
 T = TypeVar("T")
 # A received piece: bytes from aiohttp, a view of a connection's buffer from
@@ -59,6 +69,9 @@ INLINE_BYTES = 64 << 10
 # receive(): the thread's buffer, and how often the loop hears of progress.
 RECEIVE_BUFFER = 256 << 10
 RECEIVE_TICK = 0.25
+# A body with at least this much still to come may be received by a thread.
+THREAD_BODY_BYTES = 4 << 20
+RECEIVERS_PER_CORE = 2
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _READ_CHUNK = 1 << 20
 # Creates of one name raced by something else that keeps re-creating it.
@@ -162,7 +175,7 @@ class PartFile:
         # sha256 is about a quarter of the CPU of a large download: computed
         # only when someone asked for it (a report, a sha256= to verify).
         self._hash = hashlib.sha256() if checksum else None
-        self._pending: threading.Event | None = None
+        self._pending: Waiter | None = None
         self._in_flight: asyncio.Future[None] | None = None
         self._closed = False
         # True once the .part was renamed to the final name: a commit whose
@@ -324,8 +337,9 @@ class PartFile:
 
         ``read_into(buffer)`` (called in that thread) fills the start of
         ``buffer`` and returns how many bytes, 0 at the end of the data, or
-        raises what ended the data early; that exception is raised here. Each read is written (and
-        hashed) before the next, so the file is always a prefix of the data.
+        raises what ended the data early; that exception is raised here.
+        Each read is written (and hashed) before the next, so the file is
+        always a prefix of the data.
         ``progress(n)`` is called on the loop every :data:`RECEIVE_TICK`
         seconds with the bytes written since. ``stop()`` (called on the loop
         by :meth:`keep` or :meth:`discard` if the awaiting task is
@@ -333,27 +347,9 @@ class PartFile:
         """
         await self._flush()
         await self._wait_pending()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        # Settled after a cancelled wait too: its outcome is always retrieved.
-        future.add_done_callback(_retrieve)
-        done = threading.Event()
-
-        def job() -> None:
-            error: BaseException | None = None
-            try:
-                self._receive(read_into)
-            except BaseException as exc:  # handed to the loop, raised there
-                error = exc
-            finally:
-                done.set()
-            with contextlib.suppress(RuntimeError):  # the loop is closed
-                loop.call_soon_threadsafe(_settle, future, error)
-
-        self._pending = done
         self._stop = stop
         reported = self._written  # before the thread adds to it
-        threading.Thread(target=job, name="asyncconc-receive", daemon=True).start()
+        future, self._pending = start_receiver(lambda: self._receive(read_into))
         try:
             while not future.done():
                 await asyncio.wait([future], timeout=RECEIVE_TICK)
@@ -618,6 +614,70 @@ def create_file(path: str, *, replace: bool = True) -> int:
         except FileNotFoundError:
             os.makedirs(os.path.dirname(path), exist_ok=True)
     return os.open(path, _OPEN_FLAGS | os.O_EXCL, 0o644)
+
+
+class ReceiveBudget:
+    """How many bodies may be received by threads of their own at once (one per run, per process).
+
+    :data:`RECEIVERS_PER_CORE` per core: more threads than that only wait on
+    each other for the GIL; the bodies beyond stay on the loop.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = RECEIVERS_PER_CORE * (os.cpu_count() or 1) if limit is None else limit
+        self.running = 0
+
+    def take(self, size: int) -> bool:
+        """One more thread for a body of ``size`` bytes still to come, if worth it and allowed."""
+        if size < THREAD_BODY_BYTES or self.running >= self.limit:
+            return False
+        self.running += 1
+        return True
+
+    def give(self) -> None:
+        self.running -= 1
+
+
+class Waiter(Protocol):
+    """What cleanup that cannot await waits on: a job's Event, or a :class:`Receiver`."""
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class Receiver:
+    """The thread of :func:`start_receiver`; :meth:`wait` returns once it has ended."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self._thread = thread
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def start_receiver(job: Callable[[], None]) -> tuple[asyncio.Future[None], Receiver]:
+    """Run ``job`` in a new thread named ``asyncconc-receive``.
+
+    Returns its outcome as a future of the running loop (settled from the
+    thread; retrieved even if nobody awaits it) and the thread, for cleanup
+    that cannot await: once :meth:`Receiver.wait` returns, the thread is gone.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    future.add_done_callback(_retrieve)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            job()
+        except BaseException as exc:  # handed to the loop, raised there
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            loop.call_soon_threadsafe(_settle, future, error)
+
+    thread = threading.Thread(target=run, name="asyncconc-receive", daemon=True)
+    thread.start()
+    return future, Receiver(thread)
 
 
 class _WriteFailed(Exception):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import random
 import sys
@@ -26,8 +27,9 @@ from typing import Any
 
 import pytest
 
-from asyncconc import Downloader, DownloadEvent, DownloadProgress
-from asyncconc.downloader._fetching import RECEIVERS_PER_CORE, THREAD_BODY_BYTES
+from asyncconc import Downloader, DownloadEvent, DownloadProgress, download
+from asyncconc.downloader._writing import RECEIVERS_PER_CORE, THREAD_BODY_BYTES
+from asyncconc.testing import FileServer
 from tests.download.test_http1 import Handler, fetch, ok, scripted
 
 SIZE = THREAD_BODY_BYTES + (2 << 20)
@@ -221,3 +223,42 @@ async def test_at_most_two_bodies_per_core_are_received_by_threads_at_once(
     for i in range(count):
         assert (tmp_path / str(i)).read_bytes() == big(i)
     assert started.count(THREAD) == limit
+
+
+async def test_large_segments_of_a_split_file_are_received_by_threads(
+    server: FileServer, dest: Path, started: list[str]
+) -> None:
+    info = server.add_generated("big.bin", 2 * SIZE + 5)
+    [result] = await download([server.url("big.bin")], dest, split=2, checksum=True)
+    assert result.status == "ok", result.error
+    assert result.sha256 == info.sha256
+    with (dest / "big.bin").open("rb") as fh:
+        assert hashlib.file_digest(fh, "sha256").hexdigest() == info.sha256
+    assert started.count(THREAD) == 2  # one per segment
+    assert receivers() == 0
+
+
+async def test_cancelling_a_split_download_stops_its_threads_and_records_what_is_on_disk(
+    server: FileServer, dest: Path
+) -> None:
+    data = big(0, 2 * SIZE + 5)
+    server.add_bytes("big.bin", data)
+    watch = Watch()
+    watch.at = 2 * CUT  # each segment stalls after CUT bytes
+    task = asyncio.create_task(
+        download([server.url("big.bin", stall=CUT)], dest, split=2, on_event=watch)
+    )
+    async with asyncio.timeout(60):
+        await watch.reached.wait()
+    assert receivers() == 2
+    task.cancel()
+    start = time.monotonic()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - start < 10
+    assert receivers() == 0
+    meta = json.loads((dest / "big.bin.part.meta").read_text())
+    part = (dest / "big.bin.part").read_bytes()
+    for first, _, done in meta["segments"]:
+        assert done == CUT
+        assert part[first : first + done] == data[first : first + done]
