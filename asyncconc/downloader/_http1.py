@@ -460,10 +460,10 @@ class Answer:
         Only before :meth:`pieces` was iterated, for a body of announced
         length still coming on an open connection. The transport stops
         reading; the pieces already received are
-        :attr:`DetachedBody.queued`, to be written first. A read the loop
-        had already scheduled may still come after the pause (asyncio's
-        selector loop runs it in the same iteration): its piece joins
-        ``queued``, so the caller lets the loop run once
+        :attr:`DetachedBody.queued`, to be written first. Neither loop
+        reads after ``pause_reading`` (asyncio cancels the scheduled reader,
+        uvloop reads only when it polls), but were a read to come anyway,
+        its piece joins ``queued``: the caller lets the loop run once
         (:meth:`DetachedBody.settle`) before it takes ``queued`` for the
         last time and starts the thread.
         """
@@ -537,8 +537,8 @@ class DetachedBody:
 
     def _stray(self, piece: _Piece) -> None:
         if self._started:
-            # Never reached with the settle() protocol; were it, the bytes
-            # would be out of order: the body is cut, never stitched wrong.
+            # Not reached on asyncio or uvloop (see detach_body); were it, the
+            # bytes would be out of order: the body is cut, never stitched wrong.
             self._answer._fail(BodyCut("a read of the loop came after the thread began"))
             self.stop()
         else:
