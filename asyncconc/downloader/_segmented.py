@@ -731,6 +731,8 @@ async def _thread_fill(
         if future.done():
             segment.stop = None
             segment.pending = None
+        if segment.done > reported:  # also when cancelled: what is on disk so far
+            fetch.emit(DownloadProgress(fetch.url, segment.done - reported))
     segment.next_offset = segment.start + segment.done
 
 

@@ -366,6 +366,8 @@ class PartFile:
         finally:
             if future.done():
                 self._stop = None
+            if self._written > reported:  # also when cancelled: what is on disk so far
+                progress(self._written - reported)
 
     def _receive(self, read_into: Callable[[memoryview], int]) -> None:
         try:
