@@ -718,7 +718,8 @@ async def _thread_fill(
 
     reported = segment.done  # before the thread adds to it
     segment.stop = body.stop
-    future, segment.pending = start_receiver(job)
+    future, receiver = start_receiver(job)
+    segment.pending = receiver
     try:
         while not future.done():
             await asyncio.wait([future], timeout=RECEIVE_TICK)
@@ -731,6 +732,7 @@ async def _thread_fill(
         if future.done():
             segment.stop = None
             segment.pending = None
+            receiver.wait()  # settled as its last act: it ends at once
         if segment.done > reported:  # also when cancelled: what is on disk so far
             fetch.emit(DownloadProgress(fetch.url, segment.done - reported))
     segment.next_offset = segment.start + segment.done

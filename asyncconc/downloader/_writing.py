@@ -349,7 +349,8 @@ class PartFile:
         await self._wait_pending()
         self._stop = stop
         reported = self._written  # before the thread adds to it
-        future, self._pending = start_receiver(lambda: self._receive(read_into))
+        future, receiver = start_receiver(lambda: self._receive(read_into))
+        self._pending = receiver
         try:
             while not future.done():
                 await asyncio.wait([future], timeout=RECEIVE_TICK)
@@ -366,6 +367,7 @@ class PartFile:
         finally:
             if future.done():
                 self._stop = None
+                receiver.wait()  # settled as its last act: it ends at once
             if self._written > reported:  # also when cancelled: what is on disk so far
                 progress(self._written - reported)
 
