@@ -799,13 +799,10 @@ class _Job:
             if body is None:
                 return False
             url, emit = self.request.url, self.ctx.emit
-            await body.settle()
-            # No await from here to start(): no read of the loop comes between.
-            queued, body.queued = body.queued, []
-            for chunk in queued:
-                part.queue(chunk)
+            for chunk in body.queued:
+                await part.write(chunk)
                 emit(DownloadProgress(url, len(chunk)))
-            body.start()
+            body.queued = []
             await part.receive(body.read_into, body.stop, lambda n: emit(DownloadProgress(url, n)))
         finally:
             budget.give()

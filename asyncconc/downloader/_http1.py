@@ -347,8 +347,6 @@ class Answer:
                 size = self._left
                 self._keep_alive = False
             self._left -= size
-            if self._detached is not None:
-                self._detached.left = self._left
             self._push(piece)
             if self._left == 0:
                 self._finish()
@@ -362,7 +360,12 @@ class Answer:
         if not piece:
             return
         if self._detached is not None:
-            self._detached._stray(piece)
+            # Neither loop reads after pause_reading (asyncio cancels the
+            # scheduled reader, uvloop reads only when it polls); were a read
+            # to come anyway, its bytes would be out of order with the
+            # thread's: the body is cut, never stitched wrong.
+            self._fail(BodyCut("a read of the loop came after the body was detached"))
+            self._detached.stop()
             return
         self._pieces.append(piece)
         self._queued += len(piece)
@@ -460,12 +463,7 @@ class Answer:
         Only before :meth:`pieces` was iterated, for a body of announced
         length still coming on an open connection. The transport stops
         reading; the pieces already received are
-        :attr:`DetachedBody.queued`, to be written first. Neither loop
-        reads after ``pause_reading`` (asyncio cancels the scheduled reader,
-        uvloop reads only when it polls), but were a read to come anyway,
-        its piece joins ``queued``: the caller lets the loop run once
-        (:meth:`DetachedBody.settle`) before it takes ``queued`` for the
-        last time and starts the thread.
+        :attr:`DetachedBody.queued`, to be written first.
         """
         conn, transport = self._conn, self._conn.transport
         if self._in_head or self._complete or self._error is not None or self._left <= 0:
@@ -519,30 +517,11 @@ class DetachedBody:
         self.queued = queued
         self.left = left  # body bytes the thread has still to read
         self._stopped = False
-        self._started = False
-        self._ended = False
         # Between the thread and the loop: whether a read is in progress, and
         # whether end() came (then the last of the two closes the socket).
         self._lock = threading.Lock()
         self._reading = False
         self._closing = False
-
-    async def settle(self) -> None:
-        """Let a read the loop scheduled before the pause come in (it joins :attr:`queued`)."""
-        await asyncio.sleep(0)
-
-    def start(self) -> None:
-        """From now on the thread reads: a byte the loop still reads would be out of order."""
-        self._started = True
-
-    def _stray(self, piece: _Piece) -> None:
-        if self._started:
-            # Not reached on asyncio or uvloop (see detach_body); were it, the
-            # bytes would be out of order: the body is cut, never stitched wrong.
-            self._answer._fail(BodyCut("a read of the loop came after the thread began"))
-            self.stop()
-        else:
-            self.queued.append(piece)
 
     def read_into(self, buffer: memoryview) -> int:
         """Read the next body bytes into ``buffer`` (in the thread): 0 at the body's end.
@@ -570,23 +549,23 @@ class DetachedBody:
 
     def _recv(self, buffer: memoryview) -> int:
         while True:
+            error: BaseException
             try:
                 n = self._sock.recv_into(buffer)
             except TimeoutError:
                 if self._timeout is None and not self._stopped:
                     continue
-                if self._stopped:
-                    raise BodyCut("the download was stopped before the end") from None
-                raise TimeoutError(f"no data for {self._timeout} s") from None
+                error = TimeoutError(f"no data for {self._timeout} s")
             except OSError as exc:
-                if self._stopped:
-                    raise BodyCut("the download was stopped before the end") from exc
-                raise BodyCut(f"the connection failed before the end: {exc}") from exc
-            if n == 0:
-                if self._stopped:
-                    raise BodyCut("the download was stopped before the end")
-                raise BodyCut("the connection closed before the end")
-            return n
+                error = BodyCut(f"the connection failed before the end: {exc}")
+                error.__cause__ = exc
+            else:
+                if n:
+                    return n
+                error = BodyCut("the connection closed before the end")
+            if self._stopped:
+                error = BodyCut("the download was stopped before the end")
+            raise error
 
     def stop(self) -> None:
         """Make a :meth:`read_into` waiting in the thread return soon (on the loop)."""
@@ -609,9 +588,8 @@ class DetachedBody:
         the socket itself once its read returns, so that no descriptor is
         closed under a read in progress.
         """
-        if self._ended:
+        if self._closing:
             return
-        self._ended = True
         with self._lock:
             self._closing = True
             if self._reading:

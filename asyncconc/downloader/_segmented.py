@@ -77,13 +77,13 @@ from asyncconc.downloader._writing import (
     FLUSH_AGE,
     FLUSH_BYTES,
     RECEIVE_BUFFER,
-    RECEIVE_TICK,
     ReceiveBudget,
+    Receiver,
     Waiter,
     create_file,
     meta_path,
     part_path,
-    start_receiver,
+    run_receiver,
 )
 
 if TYPE_CHECKING:
@@ -678,19 +678,13 @@ async def _receive_in_thread(state: _State, segment: _Segment, answer: Answer) -
         if body is None:
             return False
         await _wait(state, segment)  # nothing of this segment may be in flight
-        await body.settle()
-        # No await from here to start(): no read of the loop comes between.
-        queued, body.queued = body.queued, []
-        body.start()
-        await _thread_fill(state, segment, body, queued)
+        await _thread_fill(state, segment, body)
     finally:
         budget.give()
     return True
 
 
-async def _thread_fill(
-    state: _State, segment: _Segment, body: DetachedBody, queued: list[bytes | memoryview]
-) -> None:
+async def _thread_fill(state: _State, segment: _Segment, body: DetachedBody) -> None:
     fd = state.fd
     assert fd is not None
     fetch = state.fetch
@@ -698,7 +692,7 @@ async def _thread_fill(
     def job() -> None:
         offset = segment.start + segment.done
         view = memoryview(bytearray(RECEIVE_BUFFER))
-        pieces = iter(queued)
+        pieces = iter(body.queued)
         while (room := segment.end - offset) > 0:
             piece = next(pieces, None)
             if piece is None:
@@ -716,25 +710,13 @@ async def _thread_fill(
                 msg = f"cannot write {state.part}: {exc.strerror or exc}"
                 raise WriteError(msg, url=fetch.url) from exc
 
-    reported = segment.done  # before the thread adds to it
-    segment.stop = body.stop
-    future, receiver = start_receiver(job)
-    segment.pending = receiver
-    try:
-        while not future.done():
-            await asyncio.wait([future], timeout=RECEIVE_TICK)
-            if segment.done > reported:
-                fetch.emit(DownloadProgress(fetch.url, segment.done - reported))
-                reported = segment.done
-                _save_if_due(state)
-        future.result()
-    finally:
-        if future.done():
-            segment.stop = None
-            segment.pending = None
-            receiver.wait()  # settled as its last act: it ends at once
-        if segment.done > reported:  # also when cancelled: what is on disk so far
-            fetch.emit(DownloadProgress(fetch.url, segment.done - reported))
+    def hold(receiver: Receiver | None) -> None:
+        segment.pending, segment.stop = receiver, body.stop if receiver is not None else None
+
+    def progress(n: int) -> None:
+        fetch.emit(DownloadProgress(fetch.url, n))
+
+    await run_receiver(job, lambda: segment.done, progress, hold, lambda: _save_if_due(state))
     segment.next_offset = segment.start + segment.done
 
 

@@ -52,7 +52,7 @@ __all__ = [
     "Waiter",
     "create_file",
     "read_resume_info",
-    "start_receiver",
+    "run_receiver",
 ]
 
 T = TypeVar("T")
@@ -271,11 +271,6 @@ class PartFile:
         if self._buffered >= FLUSH_BYTES:
             await self._flush()
 
-    def queue(self, chunk: Chunk) -> None:
-        """Queue ``chunk`` without waiting (the next flush, receive() or keep() writes it)."""
-        self._chunks.append(chunk)
-        self._buffered += len(chunk)
-
     def _on_age(self) -> None:
         """The oldest queued byte is FLUSH_AGE old: start writing the batch.
 
@@ -347,29 +342,11 @@ class PartFile:
         """
         await self._flush()
         await self._wait_pending()
-        self._stop = stop
-        reported = self._written  # before the thread adds to it
-        future, receiver = start_receiver(lambda: self._receive(read_into))
-        self._pending = receiver
-        try:
-            while not future.done():
-                await asyncio.wait([future], timeout=RECEIVE_TICK)
-                written = self._written
-                if written > reported:
-                    progress(written - reported)
-                    reported = written
-            future.result()
-        except _WriteFailed as exc:
-            cause = exc.__cause__
-            assert isinstance(cause, OSError)
-            msg = f"cannot write {self.part}: {cause.strerror or cause}"
-            raise WriteError(msg, url="") from cause
-        finally:
-            if future.done():
-                self._stop = None
-                receiver.wait()  # settled as its last act: it ends at once
-            if self._written > reported:  # also when cancelled: what is on disk so far
-                progress(self._written - reported)
+
+        def hold(receiver: Receiver | None) -> None:
+            self._pending, self._stop = receiver, stop if receiver is not None else None
+
+        await run_receiver(lambda: self._receive(read_into), lambda: self._written, progress, hold)
 
     def _receive(self, read_into: Callable[[memoryview], int]) -> None:
         try:
@@ -378,7 +355,7 @@ class PartFile:
             elif self._sidecar_due:
                 self._write_sidecar()
         except OSError as exc:
-            raise _WriteFailed from exc
+            raise self._write_error(exc) from exc
         fd, hashing = self._fd, self._hash
         view = memoryview(bytearray(RECEIVE_BUFFER))
         while n := read_into(view):
@@ -389,8 +366,11 @@ class PartFile:
                 while piece:
                     piece = piece[os.write(fd, piece) :]
             except OSError as exc:
-                raise _WriteFailed from exc
+                raise self._write_error(exc) from exc
             self._written += n
+
+    def _write_error(self, exc: OSError) -> WriteError:
+        return WriteError(f"cannot write {self.part}: {exc.strerror or exc}", url="")
 
     def keep(self) -> None:
         """Save what was received to ``.part`` and close; safe when cancelled."""
@@ -649,7 +629,7 @@ class Waiter(Protocol):
 
 
 class Receiver:
-    """The thread of :func:`start_receiver`; :meth:`wait` returns once it has ended."""
+    """A receive thread (see :func:`run_receiver`); :meth:`wait` returns once it has ended."""
 
     def __init__(self, thread: threading.Thread) -> None:
         self._thread = thread
@@ -659,7 +639,7 @@ class Receiver:
         return not self._thread.is_alive()
 
 
-def start_receiver(job: Callable[[], None]) -> tuple[asyncio.Future[None], Receiver]:
+def _start_receiver(job: Callable[[], None]) -> tuple[asyncio.Future[None], Receiver]:
     """Run ``job`` in a new thread named ``asyncconc-receive``.
 
     Returns its outcome as a future of the running loop (settled from the
@@ -684,8 +664,42 @@ def start_receiver(job: Callable[[], None]) -> tuple[asyncio.Future[None], Recei
     return future, Receiver(thread)
 
 
-class _WriteFailed(Exception):
-    """An ``OSError`` of the file (its ``__cause__``), not of the data's source."""
+async def run_receiver(
+    job: Callable[[], None],
+    written: Callable[[], int],
+    progress: Callable[[int], None],
+    hold: Callable[[Receiver | None], None],
+    each_tick: Callable[[], None] | None = None,
+) -> None:
+    """Run ``job`` in a receive thread and follow it until it ends; raises what it raised.
+
+    ``written()`` (read on the loop) counts what the job wrote so far;
+    ``progress(n)`` hears every :data:`RECEIVE_TICK` seconds what it grew by
+    (then ``each_tick()``), and once more at the end, also when the waiting
+    task is cancelled. ``hold(receiver)`` gets the thread while it runs (for
+    cleanup that cannot await: it must stop and wait for it), and
+    ``hold(None)`` once it has ended and was joined.
+    """
+    reported = written()  # before the thread adds to it
+    future, receiver = _start_receiver(job)
+    hold(receiver)
+    try:
+        while not future.done():
+            await asyncio.wait([future], timeout=RECEIVE_TICK)
+            now = written()
+            if now > reported:
+                progress(now - reported)
+                reported = now
+                if each_tick is not None:
+                    each_tick()
+        future.result()
+    finally:
+        if future.done():
+            receiver.wait()  # settled as its last act: it ends at once
+            hold(None)
+        now = written()
+        if now > reported:  # also when cancelled: what is on disk so far
+            progress(now - reported)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
